@@ -1,14 +1,169 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The bodies of Stackyard's HTTP API, shared by the server and its clients.
+//!
+//! These types are the JSON contract of `API.md`; the OpenAPI document the
+//! server publishes is derived from them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document: every 4xx and 5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem, e.g. `urn:stackyard:problem:no-manifest`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Machine-readable items, one per problem found, each with a `code`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Value>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `POST /presigned_url`: every field is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresignRequest {
+    /// The file's name, kept for reference only: the format is detected from the bytes.
+    pub filename: Option<String>,
+    /// Exact size of the package in bytes; the upload must match it.
+    pub content_length: Option<u64>,
+    /// Hex SHA-256 of the package; the upload is refused when the bytes differ.
+    pub sha256: Option<String>,
+    /// Labels added to the version, over those of the manifest.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Seconds until the URL expires: default 900, at most 604800 (7 days).
+    pub expires_in: Option<u64>,
+    /// `POST` (default, multipart form like S3 presigned POST) or `PUT` (raw bytes).
+    pub method: Option<UploadMethod>,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum UploadMethod {
+    Post,
+    Put,
+}
+
+/// Where and how to send the package.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PresignResponse {
+    pub upload_id: String,
+    pub method: UploadMethod,
+    pub url: String,
+    /// With `POST`: form fields to send, in this order, before the `file` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+    /// With `PUT`: headers to send with the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadState {
+    Pending,
+    Registered,
+    Rejected,
+    Expired,
+}
+
+/// An upload and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Upload {
+    pub upload_id: String,
+    pub state: UploadState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// For a registered upload: false when identical bytes were already a version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    /// For a rejected upload: why, as a problem document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One uploaded package of an artifact. Immutable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactVersion {
+    pub artifact_key: String,
+    pub stack_name: String,
+    pub version: i64,
+    /// `sha256:<64 hex>` of the package bytes.
+    pub digest: String,
+    pub size: u64,
+    /// `zip`, `tar.gz` or `tar`.
+    pub format: String,
+    /// Artifact keys this version must be deployed after.
+    pub depends_on: Vec<String>,
+    /// The manifest as uploaded, unknown fields included.
+    pub manifest: Value,
+    pub labels: BTreeMap<String, String>,
+    pub uploaded_at: DateTime<Utc>,
+    pub uploaded_by: Option<String>,
+}
+
+/// An artifact in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactSummary {
+    pub artifact_key: String,
+    pub stack_name: String,
+    pub latest_version: i64,
+    /// How many versions the artifact has.
+    pub versions: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactList {
+    pub artifacts: Vec<ArtifactSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// An artifact with all its versions, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Artifact {
+    pub artifact_key: String,
+    pub stack_name: String,
+    pub latest_version: i64,
+    pub updated_at: DateTime<Utc>,
+    pub latest: ArtifactVersion,
+    pub versions: Vec<ArtifactVersion>,
+}
+
+/// Who depends on an artifact.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Dependents {
+    pub artifact_key: String,
+    /// Artifacts with at least one version whose `depends_on` names this one.
+    pub artifacts: Vec<DependentArtifact>,
+    /// Selectors whose current plan includes this artifact.
+    pub selectors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DependentArtifact {
+    pub artifact_key: String,
+    /// The versions of that artifact that depend on this one.
+    pub versions: Vec<i64>,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` with the failing `checks`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, String>,
 }

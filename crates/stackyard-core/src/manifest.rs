@@ -54,14 +54,10 @@ impl Manifest {
     /// Parses and validates manifest bytes.
     pub fn parse(bytes: &[u8], syntax: ManifestSyntax) -> Result<Self, ManifestError> {
         let raw: Value = match syntax {
-            ManifestSyntax::Json => serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax {
-                syntax: "JSON",
-                detail: e.to_string(),
-            })?,
-            ManifestSyntax::Yaml => serde_norway::from_slice(bytes).map_err(|e| ManifestError::Syntax {
-                syntax: "YAML",
-                detail: e.to_string(),
-            })?,
+            ManifestSyntax::Json => serde_json::from_slice(bytes)
+                .map_err(|e| ManifestError::Syntax { syntax: "JSON", detail: e.to_string() })?,
+            ManifestSyntax::Yaml => serde_norway::from_slice(bytes)
+                .map_err(|e| ManifestError::Syntax { syntax: "YAML", detail: e.to_string() })?,
         };
         let Value::Object(fields) = &raw else {
             return Err(ManifestError::NotAMapping { found: json_kind(&raw) });
@@ -83,20 +79,18 @@ impl Manifest {
             });
         }
         match stack_name {
-            Some((stack_name, artifact_key)) if problems.is_empty() => Ok(Self {
-                stack_name,
-                artifact_key,
-                depends_on,
-                description,
-                labels,
-                raw,
-            }),
+            Some((stack_name, artifact_key)) if problems.is_empty() => {
+                Ok(Self { stack_name, artifact_key, depends_on, description, labels, raw })
+            }
             _ => Err(ManifestError::Fields(problems)),
         }
     }
 }
 
-fn stack_name(fields: &Map<String, Value>, problems: &mut Vec<FieldProblem>) -> Option<(String, ArtifactKey)> {
+fn stack_name(
+    fields: &Map<String, Value>,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<(String, ArtifactKey)> {
     let problem = |code, detail: String| FieldProblem { code, field: "stack_name".into(), detail };
     match fields.get("stack_name") {
         None | Some(Value::Null) => {
@@ -158,7 +152,11 @@ fn depends_on(fields: &Map<String, Value>, problems: &mut Vec<FieldProblem>) -> 
     keys
 }
 
-fn optional_string(fields: &Map<String, Value>, name: &str, problems: &mut Vec<FieldProblem>) -> Option<String> {
+fn optional_string(
+    fields: &Map<String, Value>,
+    name: &str,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<String> {
     match fields.get(name) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

@@ -124,7 +124,10 @@ pub fn inspect(path: &Path, limits: &PackageLimits) -> Result<PackageInfo, Packa
             let mut bounded = BoundedReader { inner: decoder, remaining: budget, exceeded: false };
             match tar_manifest(&mut bounded, limits) {
                 Err(_) if bounded.exceeded => {
-                    return Err(PackageError::ExpansionTooLarge { limit: budget, ratio: limits.max_expansion_ratio });
+                    return Err(PackageError::ExpansionTooLarge {
+                        limit: budget,
+                        ratio: limits.max_expansion_ratio,
+                    });
                 }
                 Err(PackageError::Corrupt { detail, .. }) => {
                     return Err(PackageError::Corrupt { format: "tar.gz", detail });
@@ -252,10 +255,7 @@ fn zip_manifest(file: File, limits: &PackageLimits) -> Result<(String, Vec<u8>),
         }
     }
     let chosen = search.choose()?;
-    let raw_name = raw_names
-        .into_iter()
-        .find(|n| normalise(n) == chosen)
-        .ok_or(PackageError::NoManifest)?;
+    let raw_name = raw_names.into_iter().find(|n| normalise(n) == chosen).ok_or(PackageError::NoManifest)?;
     let entry = archive.by_name(&raw_name).map_err(corrupt)?;
     let bytes = read_bounded(entry, &chosen, limits.max_manifest_bytes).map_err(|e| match e {
         PackageError::Io(io) => PackageError::Corrupt { format: "zip", detail: io.to_string() },
@@ -395,7 +395,11 @@ mod tests {
 
     #[test]
     fn finds_the_manifest_in_a_single_top_level_folder() {
-        let zip = zip_bytes(&[("net/", b""), ("net/manifest.json", br#"{"stack_name":"net"}"#), ("net/main.tf", b"")]);
+        let zip = zip_bytes(&[
+            ("net/", b""),
+            ("net/manifest.json", br#"{"stack_name":"net"}"#),
+            ("net/main.tf", b""),
+        ]);
         assert_eq!(inspect_bytes(&zip).unwrap().manifest_path, "net/manifest.json");
         let tar = tar_bytes(&[("net/main.tf", b""), ("net/manifest.yml", b"stack_name: net")]);
         assert_eq!(inspect_bytes(&tar).unwrap().manifest_path, "net/manifest.yml");
@@ -454,7 +458,9 @@ mod tests {
     #[test]
     fn surfaces_manifest_problems_with_the_path() {
         let tar = tar_bytes(&[("manifest.yaml", b"depends_on: 3")]);
-        let Err(PackageError::InvalidManifest { path, source: ManifestError::Fields(p) }) = inspect_bytes(&tar) else {
+        let Err(PackageError::InvalidManifest { path, source: ManifestError::Fields(p) }) =
+            inspect_bytes(&tar)
+        else {
             panic!()
         };
         assert_eq!(path, "manifest.yaml");

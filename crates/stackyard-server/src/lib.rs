@@ -1,14 +1,202 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The Stackyard HTTP server: routes, middleware and start-up.
+//!
+//! [`Application::build`] opens the storage, binds the listener (port 0 is
+//! fine, tests use it) and returns; [`Application::run_until_stopped`] serves
+//! until the shutdown future resolves, then finishes in-flight requests.
+
+pub mod config;
+pub mod error;
+mod extract;
+mod ingest;
+pub mod metrics;
+mod pagination;
+pub mod presign;
+mod routes;
+mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use stackyard_store::{FsBlobStore, MetadataStore, SqliteStore};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use crate::config::Settings;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::presign::UploadSigner;
+pub use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stackyard",
+        description = "A registry for deployable stacks and the plans that deploy them.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    tags(
+        (name = "uploads", description = "Presigned package uploads"),
+        (name = "artifacts", description = "Artifacts and their immutable versions"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The router and its OpenAPI document, built from the same route list.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::uploads::router())
+        .merge(routes::artifacts::router())
+        .merge(routes::ops::router())
+        .split_for_parts()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The OpenAPI document `GET /openapi.json` serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+    public_url: String,
+}
+
+impl Application {
+    /// Opens (creating on first start) the data dir, database and blob store,
+    /// and binds the listen address.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let data_dir = settings.data_dir.clone();
+        let spool_dir = data_dir.join("tmp");
+        for dir in [&data_dir, &spool_dir] {
+            tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Leftovers of uploads cut off by a crash: they were never registered.
+        clear_dir(&spool_dir).await?;
+
+        let db_path = data_dir.join("stackyard.db");
+        let store =
+            SqliteStore::open(&db_path).await.with_context(|| format!("opening {}", db_path.display()))?;
+        let interrupted =
+            store.reject_interrupted_uploads(&serde_json::to_value(interrupted_problem().problem())?).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                count = interrupted,
+                "rejected uploads that were cut off when the server last stopped"
+            );
+        }
+        let blobs = FsBlobStore::open_dir(data_dir.join("blobs")).await.context("opening the blob store")?;
+        let signer = match &settings.upload_secret {
+            Some(secret) => UploadSigner::new(secret.as_bytes()),
+            None => UploadSigner::load_or_create(&data_dir.join("upload.secret"))
+                .context("loading the upload signing secret")?,
+        };
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+        let state = AppState {
+            store: Arc::new(store) as Arc<dyn MetadataStore>,
+            blobs: Arc::new(blobs),
+            signer: Arc::new(signer),
+            metrics: Arc::new(Metrics::new()),
+            public_url: public_url.clone().into(),
+            spool_dir,
+            settings: Arc::new(settings),
+        };
+        Ok(Self { listener, router: router(state), local_addr, public_url })
     }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL clients and presigned URLs use.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on http://{}", self.local_addr);
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn interrupted_problem() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "upload_interrupted",
+        "the server stopped while this upload was arriving; request a new URL and upload again",
+    )
+}
+
+async fn clear_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        tokio::fs::remove_file(entry.path()).await.ok();
+    }
+    Ok(())
+}
+
+/// The whole HTTP stack: API routes, docs, fallbacks and middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let max_body = state.settings.max_body_size;
+    let request_span = |request: &Request<_>| {
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+    };
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::not_found(format!("no route for {}", uri.path())).into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
 }

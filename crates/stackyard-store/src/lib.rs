@@ -1,14 +1,18 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Stackyard's storage, behind two small interfaces of our own:
+//!
+//! - [`MetadataStore`]: uploads, artifacts and versions (SQLite now; the
+//!   trait speaks in registry operations, not SQL, so other databases fit).
+//! - [`BlobStore`]: package bytes, addressed by digest (local disk now).
+//!
+//! The rule that ties them: bytes go into the blob store, complete and
+//! verified, *before* the metadata that points at them is committed. A crash
+//! in between leaves at worst an unreferenced blob, never a version whose
+//! package is missing or partial.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod blob;
+mod metadata;
+pub mod sqlite;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use blob::{BlobRange, BlobReader, BlobStore, FsBlobStore};
+pub use metadata::*;
+pub use sqlite::SqliteStore;

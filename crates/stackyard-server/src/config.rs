@@ -1,0 +1,216 @@
+//! Server settings, layered: built-in defaults, then the TOML file, then
+//! `STACKYARD_*` environment variables and command-line flags (the binary
+//! hands those two over already merged, flags winning).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use stackyard_core::PackageLimits;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./stackyard-data";
+/// S3's largest single upload; a package bigger than this is not a stack.
+pub const DEFAULT_MAX_PACKAGE_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log format must be 'text' or 'json', not '{other}'")),
+        }
+    }
+}
+
+/// Everything `serve` needs to know, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base of presigned URLs; `None` derives it from the bound address.
+    pub public_url: Option<String>,
+    pub max_package_size: u64,
+    pub log_format: LogFormat,
+    /// Secret for signing upload URLs; generated into the data dir when unset.
+    pub upload_secret: Option<String>,
+    pub package_limits: PackageLimits,
+    /// Largest JSON request body.
+    pub max_body_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            public_url: None,
+            max_package_size: DEFAULT_MAX_PACKAGE_SIZE,
+            log_format: LogFormat::Text,
+            upload_secret: None,
+            package_limits: PackageLimits::default(),
+            max_body_size: 1024 * 1024,
+        }
+    }
+}
+
+/// A byte size written as a number of bytes or with a unit: `512MiB`, `5GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeText")]
+pub struct Size(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeText> for Size {
+    type Error = String;
+
+    fn try_from(v: SizeText) -> Result<Self, Self::Error> {
+        match v {
+            SizeText::Bytes(n) => Ok(Size(n)),
+            SizeText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| Size(b.as_u64()))
+            .map_err(|e| format!("'{s}' is not a size such as 1048576, 512MiB or 5GiB: {e}"))
+    }
+}
+
+/// Values given on the command line or in the environment: each one set
+/// here wins over the file and the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub max_package_size: Option<Size>,
+    pub log_format: Option<LogFormat>,
+    pub upload_secret: Option<String>,
+}
+
+/// The TOML file's shape. Unknown keys are an error, so a typo is not
+/// silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    max_package_size: Option<Size>,
+    log_format: Option<LogFormat>,
+    upload_secret: Option<String>,
+    max_body_size: Option<Size>,
+    max_archive_entries: Option<u64>,
+    max_manifest_size: Option<Size>,
+    max_expansion_ratio: Option<u64>,
+}
+
+impl Settings {
+    /// Resolves the settings from an optional TOML file and the overrides.
+    pub fn load(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        let file = match config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration file {}", path.display()))?;
+                toml::from_str::<FileSettings>(&text)
+                    .with_context(|| format!("in the configuration file {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let defaults = Settings::default();
+        let limits = defaults.package_limits;
+        let settings = Settings {
+            listen: overrides.listen.or(file.listen).unwrap_or(defaults.listen),
+            data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            public_url: overrides.public_url.or(file.public_url).map(|u| u.trim_end_matches('/').to_string()),
+            max_package_size: overrides
+                .max_package_size
+                .or(file.max_package_size)
+                .map_or(defaults.max_package_size, |s| s.0),
+            log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
+            upload_secret: overrides.upload_secret.or(file.upload_secret),
+            package_limits: PackageLimits {
+                max_entries: file.max_archive_entries.unwrap_or(limits.max_entries),
+                max_manifest_bytes: file.max_manifest_size.map_or(limits.max_manifest_bytes, |s| s.0),
+                max_expansion_ratio: file.max_expansion_ratio.unwrap_or(limits.max_expansion_ratio),
+            },
+            max_body_size: file.max_body_size.map_or(defaults.max_body_size, |s| s.0 as usize),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("public_url must start with http:// or https://, got '{url}'");
+        }
+        if self.max_package_size == 0 {
+            anyhow::bail!("max_package_size must be at least one byte");
+        }
+        if matches!(&self.upload_secret, Some(s) if s.len() < 32) {
+            anyhow::bail!("upload_secret must be at least 32 characters long");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stackyard.toml");
+        std::fs::write(
+            &path,
+            "listen = '0.0.0.0:9000'\ndata_dir = '/srv/stackyard'\nmax_package_size = '2GiB'\nlog_format = 'json'\n",
+        )
+        .unwrap();
+        let overrides = Overrides { listen: Some("127.0.0.1:7000".parse().unwrap()), ..Default::default() };
+        let s = Settings::load(Some(&path), overrides).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(s.data_dir, PathBuf::from("/srv/stackyard"));
+        assert_eq!(s.max_package_size, 2 * 1024 * 1024 * 1024);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.package_limits.max_entries, 10_000);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stackyard.toml");
+        std::fs::write(&path, "lisen = '0.0.0.0:9000'\n").unwrap();
+        let err = Settings::load(Some(&path), Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        std::fs::write(&path, "public_url = 'example.com'\n").unwrap();
+        assert!(Settings::load(Some(&path), Overrides::default()).is_err());
+        assert_eq!("512MiB".parse::<Size>(), Ok(Size(512 * 1024 * 1024)));
+        assert!("lots".parse::<Size>().is_err());
+    }
+}

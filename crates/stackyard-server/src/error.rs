@@ -1,0 +1,112 @@
+//! One error type for every handler, answered as RFC 9457 problem+json.
+//!
+//! The public message is kept apart from the internal cause: a 5xx logs its
+//! cause and tells the client only that something failed on our side.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use stackyard_api::Problem;
+use stackyard_store::StoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable machine-readable code; the problem `type` is derived from it.
+    pub code: &'static str,
+    pub detail: String,
+    pub errors: Vec<Value>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into(), errors: Vec::new() }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// A failure on our side: the cause goes to the log, not to the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the server failed to handle the request; the cause is in its log",
+        )
+    }
+
+    pub fn with_errors(mut self, errors: Vec<Value>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("urn:stackyard:problem:{}", self.code),
+            title: title(self.code),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+/// `no_manifest` -> `No manifest`.
+fn title(code: &str) -> String {
+    let words = code.replace('_', " ");
+    let mut chars = words.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).expect("problems always serialise");
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::not_found("no such resource"),
+            StoreError::UploadAlreadyUsed => Self::new(
+                StatusCode::CONFLICT,
+                "upload_already_used",
+                "this presigned upload has already been used; request a new URL",
+            ),
+            StoreError::UploadExpired => {
+                Self::new(StatusCode::FORBIDDEN, "upload_expired", "this presigned upload has expired")
+            }
+            StoreError::VersionInUse { selectors } => Self::new(
+                StatusCode::CONFLICT,
+                "version_in_use",
+                format!("the version is in the current plan of {}", selectors.join(", ")),
+            )
+            .with_errors(vec![serde_json::json!({"code": "version_in_use", "selectors": selectors})]),
+            other @ (StoreError::Database(_) | StoreError::Corrupt(_)) => Self::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_come_from_codes() {
+        assert_eq!(title("no_manifest"), "No manifest");
+        assert_eq!(ApiError::not_found("x").problem().kind, "urn:stackyard:problem:not_found");
+    }
+}

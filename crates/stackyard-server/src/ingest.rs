@@ -1,0 +1,170 @@
+//! Turning received bytes into an artifact version.
+//!
+//! The bytes are streamed to a spool file while they are counted and hashed
+//! (memory stays bounded whatever the size), then checked against what the
+//! presigned upload allowed, inspected, moved into the blob store and only
+//! then registered. Any failure removes the spool file and marks the upload
+//! rejected: nothing half-registered is ever left behind.
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use stackyard_core::package::{self, PackageError};
+use stackyard_core::{Digest, ManifestError};
+use stackyard_store::{NewVersion, Registered, UploadRecord};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const SPOOL_BUFFER: usize = 1024 * 1024;
+
+/// Receives an upload's bytes and registers them; on failure, records the
+/// rejection on the upload and returns the error to answer with.
+pub async fn receive<S, E>(state: &AppState, upload: &UploadRecord, body: S) -> Result<Registered, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let spool = SpoolFile(state.spool_dir.join(format!("{}.part", upload.upload.upload_id)));
+    let result = process(state, upload, body, &spool.0).await;
+    match &result {
+        Ok((registered, size)) => {
+            let outcome = if registered.created { "created" } else { "existing" };
+            state.metrics.record_upload(outcome, *size);
+        }
+        Err(error) => {
+            state.metrics.record_upload("rejected", 0);
+            let problem = serde_json::to_value(error.problem()).expect("problems serialise");
+            if let Err(e) = state.store.reject_upload(&upload.upload.upload_id, &problem).await {
+                tracing::error!(error = %e, "recording the upload's rejection failed");
+            }
+        }
+    }
+    drop(spool);
+    result.map(|(registered, _)| registered)
+}
+
+async fn process<S, E>(
+    state: &AppState,
+    upload: &UploadRecord,
+    mut body: S,
+    spool: &std::path::Path,
+) -> Result<(Registered, u64), ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let limits = &upload.upload;
+    let file = tokio::fs::File::create(spool).await.map_err(ApiError::internal)?;
+    let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, file);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("upload_interrupted", format!("the upload body could not be read: {e}"))
+        })?;
+        size += chunk.len() as u64;
+        if size > limits.max_size {
+            return Err(too_large(limits.max_size));
+        }
+        hasher.update(&chunk);
+        writer.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    writer.flush().await.map_err(ApiError::internal)?;
+    drop(writer);
+
+    if size < limits.min_size {
+        let detail = if limits.min_size == limits.max_size {
+            format!("the upload was declared as {} bytes but {size} arrived", limits.min_size)
+        } else {
+            "the package is empty".to_string()
+        };
+        return Err(ApiError::bad_request("size_mismatch", detail));
+    }
+    let digest = Digest::from_sha256(&hasher.finalize());
+    if let Some(expected) = &limits.sha256
+        && *expected != digest
+    {
+        return Err(ApiError::bad_request(
+            "digest_mismatch",
+            format!("the upload was declared with {expected} but the bytes hash to {digest}"),
+        ));
+    }
+
+    let path: PathBuf = spool.to_path_buf();
+    let package_limits = state.settings.package_limits;
+    let info = tokio::task::spawn_blocking(move || package::inspect(&path, &package_limits))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(package_error)?;
+
+    // Identical bytes are stored once: only move them in when they are new.
+    if !state.store.digest_in_use(&digest).await? {
+        state.blobs.put_file(&digest, spool).await.map_err(ApiError::internal)?;
+    }
+    let mut labels = info.manifest.labels.clone();
+    labels.extend(limits.labels.clone());
+    let version = NewVersion {
+        digest,
+        size,
+        format: info.format,
+        manifest: info.manifest,
+        labels,
+        uploaded_at: Utc::now(),
+        uploaded_by: None,
+    };
+    let registered = state.store.register_version(&limits.upload_id, &version).await?;
+    Ok((registered, size))
+}
+
+pub fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload_too_large",
+        format!("the upload is larger than the {max} bytes this presigned URL allows"),
+    )
+}
+
+/// Maps a package problem to its status code and problem items.
+fn package_error(e: PackageError) -> ApiError {
+    let code = e.code();
+    let status = match &e {
+        PackageError::NotAnArchive => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        PackageError::TooManyEntries { .. }
+        | PackageError::ManifestTooLarge { .. }
+        | PackageError::ExpansionTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        PackageError::Io(_) => return ApiError::internal(e),
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let errors = match &e {
+        PackageError::InvalidManifest { path, source: ManifestError::Fields(problems) } => problems
+            .iter()
+            .map(|p| json!({"code": p.code, "field": p.field, "detail": p.detail, "path": path}))
+            .collect(),
+        PackageError::InvalidManifest { path, source } => {
+            vec![json!({"code": "invalid_manifest_syntax", "path": path, "detail": source.to_string()})]
+        }
+        PackageError::MultipleManifests(paths) => vec![json!({"code": code, "paths": paths})],
+        _ => vec![json!({"code": code})],
+    };
+    ApiError::new(status, code, e.to_string()).with_errors(errors)
+}
+
+/// Removes the spool file when dropped, whatever happened.
+struct SpoolFile(PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "removing a spool file failed");
+        }
+    }
+}

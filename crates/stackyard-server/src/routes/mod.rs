@@ -1,0 +1,5 @@
+//! The HTTP API, one module per part of the contract.
+
+pub mod artifacts;
+pub mod ops;
+pub mod uploads;

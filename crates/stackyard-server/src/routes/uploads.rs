@@ -1,0 +1,481 @@
+//! Presigned uploads: `POST /presigned_url`, the upload endpoints themselves
+//! (S3-style multipart POST and raw PUT) and `GET /uploads/{id}`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, TimeZone, Utc};
+use stackyard_api::{PresignRequest, PresignResponse, Problem, Upload, UploadMethod, UploadState};
+use stackyard_core::Digest;
+use stackyard_store::{NewUpload, Registered, StoreError, StoredUploadState, UploadRecord};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{OptionalJson, QueryPairs};
+use crate::ingest;
+use crate::presign::{self, ALGORITHM, Policy};
+use crate::state::AppState;
+
+const DEFAULT_EXPIRES_IN: u64 = 900;
+const MAX_EXPIRES_IN: u64 = 7 * 24 * 3600;
+/// Largest non-file form field we read (a policy is a few hundred bytes).
+const MAX_FORM_FIELD: usize = 64 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    let receiving = OpenApiRouter::new()
+        .routes(routes!(get_upload, post_upload, put_upload))
+        // Packages can be gigabytes: the presigned policy bounds them, not the JSON limit.
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::new().routes(routes!(presign)).routes(routes!(complete_upload)).merge(receiving)
+}
+
+/// The upload object as the API shows it.
+pub fn upload_view(record: &UploadRecord, now: DateTime<Utc>) -> Upload {
+    let state = match record.state {
+        StoredUploadState::Registered => UploadState::Registered,
+        StoredUploadState::Rejected => UploadState::Rejected,
+        StoredUploadState::Pending if record.claimed_at.is_none() && record.upload.expires_at <= now => {
+            UploadState::Expired
+        }
+        StoredUploadState::Pending => UploadState::Pending,
+    };
+    Upload {
+        upload_id: record.upload.upload_id.clone(),
+        state,
+        artifact_key: record.artifact_key.clone(),
+        version: record.version,
+        digest: record.digest.clone(),
+        created: record.created,
+        error: record.error.clone().and_then(|e| serde_json::from_value(e).ok()),
+        created_at: record.upload.created_at,
+        expires_at: record.upload.expires_at,
+    }
+}
+
+fn is_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+async fn find_upload(state: &AppState, upload_id: &str) -> ApiResult<UploadRecord> {
+    let missing = || ApiError::not_found(format!("no upload with id '{upload_id}'"));
+    if !is_upload_id(upload_id) {
+        return Err(missing());
+    }
+    state.store.get_upload(upload_id).await.map_err(|e| match e {
+        StoreError::NotFound => missing(),
+        other => other.into(),
+    })
+}
+
+/// Creates a presigned upload URL.
+#[utoipa::path(
+    post, path = "/presigned_url", tag = "uploads",
+    request_body(content = Option<PresignRequest>, description = "Every field is optional; the body may be empty."),
+    responses(
+        (status = 201, description = "Where and how to upload the package", body = PresignResponse),
+        (status = 400, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The declared size is over the server's maximum", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn presign(
+    State(state): State<AppState>,
+    OptionalJson(request): OptionalJson<PresignRequest>,
+) -> ApiResult<Response> {
+    let max_package = state.settings.max_package_size;
+    let (min_size, max_size) = match request.content_length {
+        Some(0) => {
+            return Err(ApiError::bad_request("invalid_content_length", "content_length must be at least 1"));
+        }
+        Some(n) if n > max_package => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "package_too_large",
+                format!(
+                    "content_length {n} is over this server's maximum package size of {max_package} bytes"
+                ),
+            ));
+        }
+        Some(n) => (n, n),
+        None => (1, max_package),
+    };
+    let sha256 =
+        request.sha256.as_deref().map(Digest::from_hex).transpose().map_err(|_| {
+            ApiError::bad_request("invalid_sha256", "sha256 must be 64 hexadecimal characters")
+        })?;
+    let expires_in = request.expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
+    if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
+        return Err(ApiError::bad_request(
+            "invalid_expires_in",
+            format!("expires_in must be from 1 to {MAX_EXPIRES_IN} seconds (7 days)"),
+        ));
+    }
+    if let Some(name) = &request.filename
+        && (name.len() > 255 || name.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_filename",
+            "filename must be at most 255 characters, without control characters",
+        ));
+    }
+    let labels = request.labels.unwrap_or_default();
+    check_labels(&labels)?;
+
+    let mut id = [0u8; 16];
+    rand::fill(&mut id);
+    let upload_id = hex::encode(id);
+    let now = Utc::now();
+    // Whole seconds, so the expiry signed into a PUT URL is exactly the stored one.
+    let expires_at = Utc.timestamp_opt(now.timestamp() + expires_in as i64, 0).single().expect("valid time");
+    let method = request.method.unwrap_or(UploadMethod::Post);
+    let upload = NewUpload {
+        upload_id: upload_id.clone(),
+        method: match method {
+            UploadMethod::Post => "POST",
+            UploadMethod::Put => "PUT",
+        }
+        .into(),
+        filename: request.filename,
+        min_size,
+        max_size,
+        sha256,
+        labels,
+        created_at: now,
+        expires_at,
+    };
+    state.store.create_upload(&upload).await?;
+
+    let url = format!("{}/uploads/{upload_id}", state.public_url);
+    let response = match method {
+        UploadMethod::Post => {
+            let (policy, signature) =
+                state.signer.sign_policy(&Policy::new(&upload_id, expires_at, min_size, max_size));
+            let fields = BTreeMap::from([
+                (presign::FIELD_KEY.to_string(), upload_id.clone()),
+                (presign::FIELD_POLICY.to_string(), policy),
+                (presign::FIELD_ALGORITHM.to_string(), ALGORITHM.to_string()),
+                (presign::FIELD_SIGNATURE.to_string(), signature),
+            ]);
+            PresignResponse {
+                upload_id: upload_id.clone(),
+                method,
+                url,
+                fields: Some(fields),
+                headers: None,
+                expires_at,
+            }
+        }
+        UploadMethod::Put => {
+            let signature = state.signer.sign_put(&upload_id, expires_at.timestamp());
+            let url = format!("{url}?expires={}&signature={signature}", expires_at.timestamp());
+            let headers =
+                BTreeMap::from([("Content-Type".to_string(), "application/octet-stream".to_string())]);
+            PresignResponse {
+                upload_id: upload_id.clone(),
+                method,
+                url,
+                fields: None,
+                headers: Some(headers),
+                expires_at,
+            }
+        }
+    };
+    let location = HeaderValue::from_str(&format!("/uploads/{upload_id}")).expect("ids are ASCII");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(response)).into_response())
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    let bad: Vec<_> = labels
+        .iter()
+        .filter(|(k, v)| {
+            k.is_empty()
+                || k.len() > 128
+                || k.contains('=')
+                || k.chars().any(char::is_control)
+                || v.len() > 1024
+        })
+        .map(|(k, _)| serde_json::json!({"code": "invalid_label", "label": k}))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_labels",
+            "label names are 1 to 128 characters without '=' or control characters; values at most 1024",
+        )
+        .with_errors(bad))
+    }
+}
+
+/// Describes an upload and what became of it.
+#[utoipa::path(
+    get, path = "/uploads/{upload_id}", tag = "uploads",
+    params(("upload_id" = String, Path, description = "The id `POST /presigned_url` returned")),
+    responses(
+        (status = 200, body = Upload),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_upload(
+    State(state): State<AppState>,
+    Path(upload_id): Path<String>,
+) -> ApiResult<axum::Json<Upload>> {
+    let record = find_upload(&state, &upload_id).await?;
+    Ok(axum::Json(upload_view(&record, Utc::now())))
+}
+
+/// Processes an upload the client sent to an object store directly. On the
+/// local blob store uploads are processed as they arrive, so this answers
+/// the upload's state.
+#[utoipa::path(
+    post, path = "/uploads/{upload_id}/complete", tag = "uploads",
+    params(("upload_id" = String, Path)),
+    responses(
+        (status = 200, body = Upload),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn complete_upload(
+    State(state): State<AppState>,
+    Path(upload_id): Path<String>,
+) -> ApiResult<axum::Json<Upload>> {
+    let record = find_upload(&state, &upload_id).await?;
+    Ok(axum::Json(upload_view(&record, Utc::now())))
+}
+
+/// The multipart form of a presigned POST (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    key: String,
+    policy: String,
+    #[schema(rename = "x-stackyard-algorithm")]
+    algorithm: String,
+    #[schema(rename = "x-stackyard-signature")]
+    signature: String,
+    /// `200`, `201` or `204` (default).
+    success_action_status: Option<String>,
+    /// The package; must be the last field.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Receives a package through a presigned POST: every field of `fields`,
+/// then the package as `file`, exactly as for an S3 presigned POST.
+#[utoipa::path(
+    post, path = "/uploads/{upload_id}", tag = "uploads",
+    params(("upload_id" = String, Path)),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 204, description = "Registered; `ETag` is the package digest's hex"),
+        (status = 201, description = "Registered (with `success_action_status=201`)", body = Upload),
+        (status = 200, description = "Registered (with `success_action_status=200`)", body = Upload),
+        (status = 400, description = "Malformed form, size or digest mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Bad signature or expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already used", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over the allowed size or a package limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a package", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid package or manifest", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn post_upload(
+    State(state): State<AppState>,
+    Path(upload_id): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("expected a multipart/form-data body: {}", e.body_text()),
+        )
+    })?;
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name != "file" {
+            fields.insert(name.to_ascii_lowercase(), read_small_field(field).await?);
+            continue;
+        }
+        let status = success_status(fields.get("success_action_status").map(String::as_str));
+        let record = authorize_post(&state, &upload_id, &fields).await?;
+        let registered = ingest::receive(&state, &record, Box::pin(field)).await?;
+        return upload_response(&state, status, &upload_id, &registered).await;
+    }
+    Err(ApiError::bad_request(
+        "missing_file",
+        "the form has no 'file' field; send it last, after the presigned fields",
+    ))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {}", e.body_text()))
+}
+
+async fn read_small_field(mut field: Field<'_>) -> ApiResult<String> {
+    let name = field.name().unwrap_or_default().to_string();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_FORM_FIELD {
+            return Err(ApiError::bad_request(
+                "form_field_too_large",
+                format!("the form field '{name}' is over {MAX_FORM_FIELD} bytes"),
+            ));
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::bad_request("invalid_multipart", format!("the form field '{name}' is not UTF-8"))
+    })
+}
+
+/// Like S3: `200` and `201` when asked for, otherwise `204`.
+fn success_status(requested: Option<&str>) -> StatusCode {
+    match requested.map(str::trim) {
+        Some("200") => StatusCode::OK,
+        Some("201") => StatusCode::CREATED,
+        _ => StatusCode::NO_CONTENT,
+    }
+}
+
+/// Checks the form's signature and policy, then claims the upload (once).
+async fn authorize_post(
+    state: &AppState,
+    upload_id: &str,
+    fields: &BTreeMap<String, String>,
+) -> ApiResult<UploadRecord> {
+    let required = [presign::FIELD_KEY, presign::FIELD_POLICY, presign::FIELD_SIGNATURE];
+    let missing: Vec<_> = required.iter().filter(|f| !fields.contains_key(**f)).collect();
+    if !missing.is_empty() {
+        let names: Vec<_> = missing.iter().map(|f| f.to_string()).collect();
+        return Err(ApiError::bad_request(
+            "missing_fields",
+            format!(
+                "the form lacks {} before 'file'; send every field the presign answer listed",
+                names.join(", ")
+            ),
+        )
+        .with_errors(
+            names.iter().map(|n| serde_json::json!({"code": "missing_field", "field": n})).collect(),
+        ));
+    }
+    check_method(&find_upload(state, upload_id).await?, "POST")?;
+    let policy = state
+        .signer
+        .verify_policy(&fields[presign::FIELD_POLICY], &fields[presign::FIELD_SIGNATURE])
+        .filter(|p| p.upload_id() == Some(upload_id) && fields[presign::FIELD_KEY] == upload_id)
+        .ok_or_else(bad_signature)?;
+    if policy.expiration <= Utc::now() {
+        return Err(StoreError::UploadExpired.into());
+    }
+    Ok(state.store.claim_upload(upload_id, Utc::now()).await?)
+}
+
+/// An upload presigned for POST cannot be sent with PUT, and the other way round.
+fn check_method(record: &UploadRecord, method: &str) -> ApiResult<()> {
+    if record.upload.method == method {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "wrong_upload_method",
+        format!("this upload was presigned for {}, not {method}", record.upload.method),
+    ))
+}
+
+fn bad_signature() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_signature",
+        "the upload's signature does not match its fields",
+    )
+}
+
+/// Receives a package through a presigned PUT: the raw bytes as the body.
+#[utoipa::path(
+    put, path = "/uploads/{upload_id}", tag = "uploads",
+    params(
+        ("upload_id" = String, Path),
+        ("expires" = i64, Query, description = "From the presigned URL"),
+        ("signature" = String, Query, description = "From the presigned URL"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Registered; `ETag` is the package digest's hex", body = Upload),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn put_upload(
+    State(state): State<AppState>,
+    Path(upload_id): Path<String>,
+    query: QueryPairs,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let pending = find_upload(&state, &upload_id).await?;
+    check_method(&pending, "PUT")?;
+    let expires = query.one("expires").and_then(|e| e.parse::<i64>().ok());
+    let (Some(expires), Some(signature)) = (expires, query.one("signature")) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "missing_signature",
+            "the URL lacks its 'expires' and 'signature' parameters",
+        ));
+    };
+    if !state.signer.verify_put(&upload_id, expires, signature) {
+        return Err(bad_signature());
+    }
+    if expires <= Utc::now().timestamp() {
+        return Err(StoreError::UploadExpired.into());
+    }
+    // Refuse an announced oversize body before reading any of it.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > pending.upload.max_size) {
+        return Err(ingest::too_large(pending.upload.max_size));
+    }
+    let record = state.store.claim_upload(&upload_id, Utc::now()).await?;
+    let registered = ingest::receive(&state, &record, body.into_data_stream()).await?;
+    upload_response(&state, StatusCode::OK, &upload_id, &registered).await
+}
+
+async fn upload_response(
+    state: &AppState,
+    status: StatusCode,
+    upload_id: &str,
+    registered: &Registered,
+) -> ApiResult<Response> {
+    let digest = Digest::parse(&registered.version.digest).map_err(ApiError::internal)?;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", digest.hex())).expect("hex is a valid header");
+    let location = HeaderValue::from_str(&format!("/uploads/{upload_id}")).expect("ids are ASCII");
+    let headers = [(header::ETAG, etag), (header::LOCATION, location)];
+    if status == StatusCode::NO_CONTENT {
+        return Ok((status, headers).into_response());
+    }
+    let record = state.store.get_upload(upload_id).await?;
+    Ok((status, headers, axum::Json(upload_view(&record, Utc::now()))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_status_follows_s3() {
+        assert_eq!(success_status(None), StatusCode::NO_CONTENT);
+        assert_eq!(success_status(Some("201")), StatusCode::CREATED);
+        assert_eq!(success_status(Some("200")), StatusCode::OK);
+        assert_eq!(success_status(Some("302")), StatusCode::NO_CONTENT);
+    }
+}

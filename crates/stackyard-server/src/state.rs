@@ -1,0 +1,23 @@
+//! What every handler can reach.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stackyard_store::{BlobStore, MetadataStore};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::presign::UploadSigner;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn MetadataStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub settings: Arc<Settings>,
+    pub signer: Arc<UploadSigner>,
+    pub metrics: Arc<Metrics>,
+    /// Base URL for presigned URLs, without a trailing slash.
+    pub public_url: Arc<str>,
+    /// Where uploads are written while they arrive, on the blob store's disk.
+    pub spool_dir: PathBuf,
+}
