@@ -1,0 +1,8 @@
+//! Black-box tests: the real server on a real socket, a real SQLite file in
+//! a fresh temporary data dir, plain HTTP clients.
+
+mod artifacts;
+mod helpers;
+mod operations;
+mod process;
+mod uploads;
