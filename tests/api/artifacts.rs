@@ -206,3 +206,23 @@ async fn dependents_lists_artifacts_that_need_one() {
     assert_eq!(app.get_json("/artifacts/monitoring/dependents").await["artifacts"], json!([]));
     assert_problem(app.get("/artifacts/nothing/dependents").await, 404, "not_found").await;
 }
+
+/// The example packages in the repository stay valid and depend on each other.
+#[tokio::test]
+async fn the_example_packages_upload() {
+    let app = TestApp::spawn().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/packages");
+    for name in ["network", "iam-baseline", "database", "app", "monitoring"] {
+        let dir = root.join(name);
+        let mut builder = ::tar::Builder::new(Vec::new());
+        builder.append_dir_all(".", &dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &builder.into_inner().unwrap()).unwrap();
+        let upload = app.upload_ok(gz.finish().unwrap()).await;
+        assert_eq!(upload["artifact_key"], name);
+    }
+    let app_version = app.get_json("/artifacts/app/versions/1").await;
+    assert_eq!(app_version["depends_on"], json!(["network", "database"]));
+    let dependents = app.get_json("/artifacts/database/dependents").await;
+    assert_eq!(dependents["artifacts"].as_array().unwrap().len(), 2);
+}

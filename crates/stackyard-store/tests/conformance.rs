@@ -1,0 +1,185 @@
+//! The behaviour every metadata store must have, written once against the
+//! trait. Each backend runs it on a fresh database of its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use stackyard_core::manifest::ManifestSyntax;
+use stackyard_core::{ArtifactKey, Digest, Manifest, PackageFormat, VersionRef};
+use stackyard_store::*;
+
+async fn sqlite() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
+    (Arc::new(store), dir)
+}
+
+fn new_upload(id: &str, expires_in: i64) -> NewUpload {
+    let now = Utc::now();
+    NewUpload {
+        upload_id: id.to_string(),
+        method: "POST".into(),
+        filename: None,
+        min_size: 1,
+        max_size: 100,
+        sha256: None,
+        labels: BTreeMap::new(),
+        created_at: now,
+        expires_at: now + Duration::seconds(expires_in),
+    }
+}
+
+fn new_version(stack_name: &str, depends_on: &[&str], content: &str, labels: &[(&str, &str)]) -> NewVersion {
+    let manifest = serde_json::to_vec(&json!({"stack_name": stack_name, "depends_on": depends_on})).unwrap();
+    NewVersion {
+        digest: Digest::from_sha256(&sha(content)),
+        size: content.len() as u64,
+        format: PackageFormat::TarGz,
+        manifest: Manifest::parse(&manifest, ManifestSyntax::Json).unwrap(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        uploaded_at: Utc::now(),
+        uploaded_by: None,
+    }
+}
+
+fn sha(content: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(content.as_bytes()).to_vec()
+}
+
+async fn register(store: &dyn MetadataStore, id: &str, version: &NewVersion) -> Registered {
+    store.create_upload(&new_upload(id, 60)).await.unwrap();
+    store.claim_upload(id, Utc::now()).await.unwrap();
+    store.register_version(id, version).await.unwrap()
+}
+
+fn key(k: &str) -> ArtifactKey {
+    ArtifactKey::parse(k).unwrap()
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, _guard) = super::$backend().await;
+                    super::$test(store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(sqlite:
+    uploads_are_claimed_exactly_once,
+    expired_uploads_cannot_be_claimed,
+    identical_digests_register_once,
+    version_numbers_are_never_reused,
+    listing_filters_and_pages,
+    interrupted_uploads_are_rejected,
+    dependents_come_from_every_version,
+);
+
+async fn uploads_are_claimed_exactly_once(store: &dyn MetadataStore) {
+    store.create_upload(&new_upload("u1", 60)).await.unwrap();
+    let claims = (0..16).map(|_| store.claim_upload("u1", Utc::now()));
+    let results = futures::future::join_all(claims).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::UploadAlreadyUsed))
+    );
+    assert!(matches!(store.claim_upload("nope", Utc::now()).await, Err(StoreError::NotFound)));
+}
+
+async fn expired_uploads_cannot_be_claimed(store: &dyn MetadataStore) {
+    store.create_upload(&new_upload("old", -1)).await.unwrap();
+    assert!(matches!(store.claim_upload("old", Utc::now()).await, Err(StoreError::UploadExpired)));
+}
+
+async fn identical_digests_register_once(store: &dyn MetadataStore) {
+    let version = new_version("net", &[], "same", &[]);
+    let first = register(store, "u1", &version).await;
+    let second = register(store, "u2", &version).await;
+    assert!(first.created && !second.created);
+    assert_eq!(first.version, second.version);
+    let upload = store.get_upload("u2").await.unwrap();
+    assert_eq!(upload.state, StoredUploadState::Registered);
+    assert_eq!(upload.created, Some(false));
+    assert_eq!(store.get_artifact(&key("net")).await.unwrap().versions.len(), 1);
+}
+
+async fn version_numbers_are_never_reused(store: &dyn MetadataStore) {
+    for (i, content) in ["a", "b", "c"].iter().enumerate() {
+        let registered = register(store, &format!("u{i}"), &new_version("net", &[], content, &[])).await;
+        assert_eq!(registered.version.version, i as i64 + 1);
+    }
+    let deleted = store.delete_version(&key("net"), &VersionRef::Number(3)).await.unwrap();
+    assert_eq!(deleted.version, 3);
+    let digest = Digest::parse(&deleted.digest).unwrap();
+    assert!(!store.digest_in_use(&digest).await.unwrap());
+    assert_eq!(store.get_artifact(&key("net")).await.unwrap().summary.latest_version, 2);
+    let next = register(store, "u9", &new_version("net", &[], "d", &[])).await;
+    assert_eq!(next.version.version, 4);
+    let by_digest = VersionRef::Digest(Digest::parse(&next.version.digest).unwrap());
+    assert_eq!(store.get_version(&key("net"), &by_digest).await.unwrap().version, 4);
+    assert!(matches!(
+        store.get_version(&key("net"), &VersionRef::Number(3)).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn listing_filters_and_pages(store: &dyn MetadataStore) {
+    register(store, "u1", &new_version("net-a", &[], "1", &[("team", "net")])).await;
+    register(store, "u2", &new_version("net-b", &[], "2", &[("team", "web")])).await;
+    register(store, "u3", &new_version("app", &[], "3", &[("team", "net")])).await;
+    let keys = |list: Vec<stackyard_api::ArtifactSummary>| {
+        list.into_iter().map(|a| a.artifact_key).collect::<Vec<_>>()
+    };
+    let all = store.list_artifacts(&ArtifactQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(keys(all), ["app", "net-a", "net-b"]);
+    let prefixed = ArtifactQuery { prefix: Some("net".into()), limit: 10, ..Default::default() };
+    assert_eq!(keys(store.list_artifacts(&prefixed).await.unwrap()), ["net-a", "net-b"]);
+    let labelled =
+        ArtifactQuery { labels: vec![("team".into(), "net".into())], limit: 10, ..Default::default() };
+    assert_eq!(keys(store.list_artifacts(&labelled).await.unwrap()), ["app", "net-a"]);
+    let page = ArtifactQuery { after: Some("app".into()), limit: 1, ..Default::default() };
+    assert_eq!(keys(store.list_artifacts(&page).await.unwrap()), ["net-a"]);
+}
+
+async fn interrupted_uploads_are_rejected(store: &dyn MetadataStore) {
+    store.create_upload(&new_upload("cut", 60)).await.unwrap();
+    store.create_upload(&new_upload("waiting", 60)).await.unwrap();
+    store.claim_upload("cut", Utc::now()).await.unwrap();
+    let problem = json!({"type": "urn:stackyard:problem:upload_interrupted"});
+    assert_eq!(store.reject_interrupted_uploads(&problem).await.unwrap(), 1);
+    let cut = store.get_upload("cut").await.unwrap();
+    assert_eq!(cut.state, StoredUploadState::Rejected);
+    assert_eq!(cut.error, Some(problem));
+    assert_eq!(store.get_upload("waiting").await.unwrap().state, StoredUploadState::Pending);
+}
+
+async fn dependents_come_from_every_version(store: &dyn MetadataStore) {
+    register(store, "u1", &new_version("network", &[], "n", &[])).await;
+    register(store, "u2", &new_version("app", &["network"], "a1", &[])).await;
+    register(store, "u3", &new_version("app", &[], "a2", &[])).await;
+    let dependents = store.dependents(&key("network")).await.unwrap();
+    assert_eq!(dependents.artifacts.len(), 1);
+    assert_eq!(dependents.artifacts[0].artifact_key, "app");
+    assert_eq!(dependents.artifacts[0].versions, [1]);
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_reopening_and_passes_integrity_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        register(&store, "u1", &new_version("net", &[], "x", &[])).await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.get_artifact(&key("net")).await.unwrap().summary.latest_version, 1);
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+}

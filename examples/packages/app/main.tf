@@ -1,0 +1,4 @@
+resource "aws_ecs_service" "app" {
+  name          = "app"
+  desired_count = 3
+}

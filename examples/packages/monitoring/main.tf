@@ -1,0 +1,3 @@
+resource "aws_cloudwatch_dashboard" "main" {
+  dashboard_name = "app"
+}
