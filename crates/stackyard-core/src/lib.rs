@@ -15,3 +15,7 @@ pub use key::ArtifactKey;
 pub use manifest::{Manifest, ManifestError};
 pub use package::{PackageError, PackageFormat, PackageInfo, PackageLimits};
 pub use version::VersionRef;
+pub mod plan;
+pub mod selector;
+
+pub use selector::{Organization, Selector};

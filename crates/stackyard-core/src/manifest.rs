@@ -69,15 +69,6 @@ impl Manifest {
         let description = optional_string(fields, "description", &mut problems);
         let labels = labels(fields, &mut problems);
 
-        if let Some((_, key)) = &stack_name
-            && depends_on.contains(key)
-        {
-            problems.push(FieldProblem {
-                code: "self_dependency",
-                field: "depends_on".into(),
-                detail: format!("depends_on names the package's own artifact '{key}'"),
-            });
-        }
         match stack_name {
             Some((stack_name, artifact_key)) if problems.is_empty() => {
                 Ok(Self { stack_name, artifact_key, depends_on, description, labels, raw })
@@ -275,9 +266,9 @@ mod tests {
     }
 
     #[test]
-    fn rejects_self_dependency() {
-        let Err(ManifestError::Fields(p)) = yaml("stack_name: net\ndepends_on: [NET]") else { panic!() };
-        assert_eq!(p[0].code, "self_dependency");
+    fn keeps_self_dependencies_for_the_plan_check_to_report() {
+        let m = yaml("stack_name: net\ndepends_on: [NET]").unwrap();
+        assert_eq!(m.depends_on, [m.artifact_key.clone()]);
     }
 
     #[test]
