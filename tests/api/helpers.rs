@@ -177,3 +177,47 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stackyard"))
 }
+
+impl TestApp {
+    /// `POST /deployments` with `{selector, deployment_plan: {artifacts}}` and extra headers.
+    pub async fn deploy_with(
+        &self,
+        selector: &str,
+        artifacts: Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body = json!({"selector": selector, "deployment_plan": {"artifacts": artifacts}});
+        let mut request = self.client.post(self.at("/deployments")).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn deploy(&self, selector: &str, artifacts: Value) -> reqwest::Response {
+        self.deploy_with(selector, artifacts, &[]).await
+    }
+
+    /// Uploads small packages: each `(stack name, dependencies)`.
+    pub async fn publish(&self, packages: &[(&str, &[&str])]) {
+        for (name, deps) in packages {
+            self.upload_ok(package(name, deps, &format!("{name} {deps:?}"))).await;
+        }
+    }
+}
+
+/// A selector as one percent-encoded path segment.
+pub fn segment(selector: &str) -> String {
+    selector
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `[{"artifact_key": k}, ...]` for plan bodies.
+pub fn keys(names: &[&str]) -> Value {
+    Value::Array(names.iter().map(|k| json!({"artifact_key": k})).collect())
+}

@@ -167,3 +167,202 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, String>,
 }
+
+/// A version as a plan names it: a number, a digest, or (left out) the latest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum VersionSpec {
+    Number(i64),
+    /// A number as text, or `sha256:<64 hex>`.
+    Text(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanItem {
+    pub artifact_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentPlan {
+    pub artifacts: Vec<PlanItem>,
+}
+
+/// `POST /deployments`: create or replace a deployment's plan.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRequest {
+    pub selector: String,
+    /// Left out: the deployment keeps the organization it has (none for a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    pub deployment_plan: DeploymentPlan,
+}
+
+/// `POST /deployments/{selector}/artifact/{artifact_key}`: optional body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactPin {
+    /// Left out: the latest version at this moment, pinned in the revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionSpec>,
+}
+
+/// One artifact of a deployment, with its place in the dependency graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeployedArtifact {
+    pub artifact_key: String,
+    pub version: i64,
+    pub digest: String,
+    /// 0 without dependencies, else 1 + the highest wave of its dependencies.
+    pub wave: u32,
+    /// `root`, `stem`, `leaf` or `standalone`.
+    pub role: String,
+    pub depends_on: Vec<String>,
+    pub dependents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlanDiff {
+    pub added: Vec<DiffEntry>,
+    pub removed: Vec<DiffEntry>,
+    pub changed: Vec<DiffChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiffEntry {
+    pub artifact_key: String,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiffChange {
+    pub artifact_key: String,
+    pub old_version: i64,
+    pub new_version: i64,
+}
+
+/// A deployment at one revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub selector: String,
+    pub organization: Option<String>,
+    pub revision: i64,
+    /// The revision's ETag, unquoted.
+    pub status_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Ordered by wave, then key.
+    pub artifacts: Vec<DeployedArtifact>,
+    /// In write answers: what this revision changed (or would change, on a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<PlanDiff>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentList {
+    pub deployments: Vec<Deployment>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RevisionSummary {
+    pub revision: i64,
+    pub status_id: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Option<String>,
+    pub diff: PlanDiff,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionList {
+    pub revisions: Vec<RevisionSummary>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactState {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+    Superseded,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactStatus {
+    pub artifact_key: String,
+    pub version: i64,
+    pub wave: u32,
+    pub state: ArtifactState,
+    pub message: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The rollout of one revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentStatus {
+    pub selector: String,
+    pub status_id: String,
+    pub revision: i64,
+    pub state: RolloutState,
+    /// Whether this is the deployment's current revision.
+    pub current: bool,
+    pub artifacts: Vec<ArtifactStatus>,
+    /// Pending artifacts whose dependencies have all succeeded.
+    pub ready: Vec<String>,
+}
+
+/// `PUT .../status/{status_id}/artifacts/{artifact_key}`: an engine's report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub state: ArtifactState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    pub selector: String,
+    pub artifact_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TriggerResponse {
+    pub trigger_id: String,
+    pub status_id: String,
+}
+
+/// One entry of the event stream the sinks receive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Increasing; unique, for de-duplication.
+    pub id: i64,
+    /// `deployment.revision_created`, `deployment.triggered` or `deployment.deleted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub selector: String,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<Event>,
+    pub next_cursor: Option<String>,
+}

@@ -9,6 +9,8 @@ use anyhow::Context;
 use serde::Deserialize;
 use stackyard_core::PackageLimits;
 
+use crate::events::WebhookSettings;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./stackyard-data";
 /// S3's largest single upload; a package bigger than this is not a stack.
@@ -48,6 +50,8 @@ pub struct Settings {
     pub package_limits: PackageLimits,
     /// Largest JSON request body.
     pub max_body_size: usize,
+    /// Where events are delivered, besides `GET /events`.
+    pub webhooks: Vec<WebhookSettings>,
 }
 
 impl Default for Settings {
@@ -61,6 +65,7 @@ impl Default for Settings {
             upload_secret: None,
             package_limits: PackageLimits::default(),
             max_body_size: 1024 * 1024,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -126,6 +131,7 @@ struct FileSettings {
     max_archive_entries: Option<u64>,
     max_manifest_size: Option<Size>,
     max_expansion_ratio: Option<u64>,
+    webhooks: Option<Vec<WebhookSettings>>,
 }
 
 impl Settings {
@@ -158,6 +164,7 @@ impl Settings {
                 max_expansion_ratio: file.max_expansion_ratio.unwrap_or(limits.max_expansion_ratio),
             },
             max_body_size: file.max_body_size.map_or(defaults.max_body_size, |s| s.0 as usize),
+            webhooks: file.webhooks.unwrap_or_default(),
         };
         settings.validate()?;
         Ok(settings)
@@ -174,6 +181,18 @@ impl Settings {
         }
         if matches!(&self.upload_secret, Some(s) if s.len() < 32) {
             anyhow::bail!("upload_secret must be at least 32 characters long");
+        }
+        let mut names = std::collections::HashSet::new();
+        for hook in &self.webhooks {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                anyhow::bail!("webhook '{}': url must start with http:// or https://", hook.name);
+            }
+            if hook.secret.len() < 16 {
+                anyhow::bail!("webhook '{}': secret must be at least 16 characters long", hook.name);
+            }
+            if hook.name.is_empty() || !names.insert(hook.name.as_str()) {
+                anyhow::bail!("webhook names must be unique and not empty: '{}'", hook.name);
+            }
         }
         Ok(())
     }
@@ -199,6 +218,19 @@ mod tests {
         assert_eq!(s.max_package_size, 2 * 1024 * 1024 * 1024);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.package_limits.max_entries, 10_000);
+    }
+
+    #[test]
+    fn reads_webhook_sinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stackyard.toml");
+        let hook =
+            "[[webhooks]]\nname = 'engine'\nurl = 'http://127.0.0.1:9/hook'\nsecret = '0123456789abcdef'\n";
+        std::fs::write(&path, hook).unwrap();
+        let s = Settings::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(s.webhooks[0].name, "engine");
+        std::fs::write(&path, hook.replace("0123456789abcdef", "short")).unwrap();
+        assert!(Settings::load(Some(&path), Overrides::default()).is_err());
     }
 
     #[test]

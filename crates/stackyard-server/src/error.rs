@@ -6,8 +6,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use stackyard_api::ArtifactState;
 use stackyard_api::Problem;
 use stackyard_store::StoreError;
+use stackyard_store::rollout::ReportRefusal;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -95,9 +97,58 @@ impl From<StoreError> for ApiError {
                 format!("the version is in the current plan of {}", selectors.join(", ")),
             )
             .with_errors(vec![serde_json::json!({"code": "version_in_use", "selectors": selectors})]),
+            StoreError::PreconditionFailed(detail) => Self::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", detail),
+            StoreError::InvalidPlan(errors) => {
+                let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+                for code in errors.iter().filter_map(|e| e["code"].as_str()) {
+                    *counts.entry(code).or_default() += 1;
+                }
+                let summary: Vec<String> = counts.iter().map(|(code, n)| format!("{n} {code}")).collect();
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_plan",
+                    format!("the plan is invalid ({}); each problem is listed in errors", summary.join(", ")),
+                )
+                .with_errors(errors)
+            }
+            StoreError::HasDependents { artifact_key, dependents } => Self::new(
+                StatusCode::CONFLICT,
+                "has_dependents",
+                format!("{artifact_key} cannot be removed while {} depend(s) on it", dependents.join(", ")),
+            )
+            .with_errors(vec![
+                serde_json::json!({"code": "has_dependents", "artifact_key": artifact_key, "dependents": dependents}),
+            ]),
+            StoreError::NotInPlan => Self::not_found("the artifact is not in this deployment's plan"),
+            StoreError::Superseded => Self::new(
+                StatusCode::CONFLICT,
+                "revision_superseded",
+                "a newer revision has replaced this one; report on the current revision's status id",
+            ),
+            StoreError::ReportRefused(ReportRefusal::DependenciesNotReady(waiting)) => Self::new(
+                StatusCode::CONFLICT,
+                "dependencies_not_ready",
+                format!("these dependencies have not succeeded yet: {}", waiting.join(", ")),
+            )
+            .with_errors(
+                waiting.iter().map(|d| serde_json::json!({"code": "dependency_not_succeeded", "dependency": d})).collect(),
+            ),
+            StoreError::ReportRefused(ReportRefusal::Backwards { from, to }) => Self::new(
+                StatusCode::CONFLICT,
+                "state_regression",
+                format!(
+                    "the artifact cannot move from {} to {}; use POST /_trigger to deploy it again",
+                    state_name(from),
+                    state_name(to)
+                ),
+            ),
             other @ (StoreError::Database(_) | StoreError::Corrupt(_)) => Self::internal(other),
         }
     }
+}
+
+fn state_name(state: ArtifactState) -> String {
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod events;
 mod extract;
 mod ingest;
 pub mod metrics;
@@ -26,6 +27,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use stackyard_store::{FsBlobStore, MetadataStore, SqliteStore};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -36,6 +38,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use crate::config::Settings;
 use crate::error::ApiError;
+use crate::events::EventNotifier;
 use crate::metrics::Metrics;
 use crate::presign::UploadSigner;
 pub use crate::state::AppState;
@@ -50,6 +53,9 @@ pub use crate::state::AppState;
     tags(
         (name = "uploads", description = "Presigned package uploads"),
         (name = "artifacts", description = "Artifacts and their immutable versions"),
+        (name = "deployments", description = "Plans per selector and their immutable revisions"),
+        (name = "status", description = "Rollout status, engine reports and triggers"),
+        (name = "events", description = "The stream of changes that sinks receive"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -60,6 +66,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::uploads::router())
         .merge(routes::artifacts::router())
+        .merge(routes::deployments::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }
@@ -72,6 +79,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    state: AppState,
     local_addr: SocketAddr,
     public_url: String,
 }
@@ -119,8 +127,9 @@ impl Application {
             public_url: public_url.clone().into(),
             spool_dir,
             settings: Arc::new(settings),
+            events: EventNotifier::new(),
         };
-        Ok(Self { listener, router: router(state), local_addr, public_url })
+        Ok(Self { listener, router: router(state.clone()), state, local_addr, public_url })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -137,10 +146,23 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let stop = CancellationToken::new();
+        let dispatchers = events::spawn_dispatchers(
+            self.state.store.clone(),
+            &self.state.settings.webhooks,
+            &self.state.events,
+            stop.clone(),
+        );
         tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on http://{}", self.local_addr);
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
+        let served =
+            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown)
+                .await;
+        stop.cancel();
+        for dispatcher in dispatchers {
+            dispatcher.await.ok();
+        }
+        served
     }
 }
 

@@ -37,12 +37,19 @@ impl Page {
     }
 
     /// The next cursor, when a full page suggests more items follow.
-    pub fn next_cursor<T>(&self, items: &[T], sort_key: impl Fn(&T) -> &str) -> Option<String> {
+    pub fn next_cursor<T, K: AsRef<[u8]>>(&self, items: &[T], sort_key: impl Fn(&T) -> K) -> Option<String> {
         if items.len() < self.limit as usize {
             return None;
         }
         items.last().map(|last| URL_SAFE_NO_PAD.encode(sort_key(last)))
     }
+}
+
+/// A numeric sort key out of a cursor.
+pub fn numeric(after: &str) -> Result<i64, ApiError> {
+    after
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is not one this server returned"))
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {

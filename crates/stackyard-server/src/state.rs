@@ -6,6 +6,7 @@ use std::sync::Arc;
 use stackyard_store::{BlobStore, MetadataStore};
 
 use crate::config::Settings;
+use crate::events::EventNotifier;
 use crate::metrics::Metrics;
 use crate::presign::UploadSigner;
 
@@ -20,4 +21,6 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Where uploads are written while they arrive, on the blob store's disk.
     pub spool_dir: PathBuf,
+    /// Wakes the event dispatchers after a change wrote an event.
+    pub events: EventNotifier,
 }

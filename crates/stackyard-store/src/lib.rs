@@ -11,6 +11,7 @@
 
 pub mod blob;
 mod metadata;
+pub mod rollout;
 pub mod sqlite;
 
 pub use blob::{BlobRange, BlobReader, BlobStore, FsBlobStore};

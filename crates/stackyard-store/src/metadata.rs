@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use stackyard_api::{ArtifactSummary, ArtifactVersion, Dependents};
-use stackyard_core::{ArtifactKey, Digest, Manifest, PackageFormat, VersionRef};
+use stackyard_api::{
+    ArtifactState, ArtifactSummary, ArtifactVersion, Dependents, Deployment, DeploymentStatus, Event,
+    RevisionSummary,
+};
+use stackyard_core::{ArtifactKey, Digest, Manifest, Organization, PackageFormat, Selector, VersionRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -18,6 +21,19 @@ pub enum StoreError {
     UploadExpired,
     #[error("the version is used by the current plan of: {}", .selectors.join(", "))]
     VersionInUse { selectors: Vec<String> },
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// A plan that breaks the rules; each item names one problem.
+    #[error("the plan is invalid")]
+    InvalidPlan(Vec<Value>),
+    #[error("{artifact_key} is needed by {}", .dependents.join(", "))]
+    HasDependents { artifact_key: String, dependents: Vec<String> },
+    #[error("the artifact is not in the plan")]
+    NotInPlan,
+    #[error("the revision is no longer current")]
+    Superseded,
+    #[error("the report is refused")]
+    ReportRefused(crate::rollout::ReportRefusal),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("stored data is unreadable: {0}")]
@@ -100,6 +116,58 @@ pub struct ArtifactRecord {
     pub versions: Vec<ArtifactVersion>,
 }
 
+/// `If-Match` / `If-None-Match: *` of a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// `If-Match`: `Some(vec![])` stands for `*` (the deployment must exist).
+    pub if_match: Option<Vec<String>>,
+    /// `If-None-Match: *`: the deployment must not exist.
+    pub if_none_match_any: bool,
+}
+
+/// What a plan write changes.
+#[derive(Debug, Clone)]
+pub enum PlanChange {
+    /// Create or replace the whole plan. `organization: None` keeps the current one.
+    Replace { organization: Option<Organization>, artifacts: Vec<(ArtifactKey, Option<VersionRef>)> },
+    /// Add one artifact, or re-pin it.
+    Pin { artifact_key: ArtifactKey, version: Option<VersionRef> },
+    /// Remove one artifact.
+    Remove { artifact_key: ArtifactKey },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanWrite {
+    pub selector: Selector,
+    pub change: PlanChange,
+    pub preconditions: Preconditions,
+    /// Validate and answer, storing nothing.
+    pub dry_run: bool,
+    pub actor: Option<String>,
+}
+
+/// The result of a plan write; each carries the deployment, with its diff
+/// when something changed.
+#[derive(Debug, Clone)]
+pub enum PlanOutcome {
+    /// A new deployment (or one re-created after a delete).
+    Created(Deployment),
+    /// A new revision of an existing deployment.
+    Revised(Deployment),
+    /// The plan equals the current one: nothing stored.
+    Unchanged(Deployment),
+}
+
+/// Filters and page position for `GET /deployments`; empty lists match all.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentQuery {
+    pub selectors: Vec<String>,
+    pub artifact_keys: Vec<String>,
+    pub organizations: Vec<String>,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Answers when the database can be reached.
@@ -127,4 +195,45 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// deployment's current plan uses it.
     async fn delete_version(&self, key: &ArtifactKey, version: &VersionRef) -> StoreResult<ArtifactVersion>;
     async fn dependents(&self, key: &ArtifactKey) -> StoreResult<Dependents>;
+
+    /// Validates and applies a plan change as one transaction: the revision,
+    /// the reverse index and the `deployment.revision_created` event together.
+    async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome>;
+    /// Removes a deployment; its revisions stay readable.
+    async fn delete_deployment(&self, selector: &Selector, preconditions: &Preconditions) -> StoreResult<()>;
+    /// The current revision.
+    async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment>;
+    async fn list_deployments(&self, query: &DeploymentQuery) -> StoreResult<Vec<Deployment>>;
+    /// Revisions newest first, those below `before` when given. `NotFound`
+    /// when the selector never had a deployment.
+    async fn list_revisions(
+        &self,
+        selector: &Selector,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<RevisionSummary>>;
+    async fn get_status(&self, selector: &Selector, status_id: &str) -> StoreResult<DeploymentStatus>;
+    /// Records an engine's report on the current revision, by the rollout rules.
+    async fn report_status(
+        &self,
+        selector: &Selector,
+        status_id: &str,
+        artifact_key: &ArtifactKey,
+        state: ArtifactState,
+        message: Option<&str>,
+    ) -> StoreResult<DeploymentStatus>;
+    /// Sets the artifact of the current revision back to pending and emits
+    /// `deployment.triggered`; answers the revision's status id.
+    async fn trigger(
+        &self,
+        selector: &Selector,
+        artifact_key: &ArtifactKey,
+        trigger_id: &str,
+    ) -> StoreResult<String>;
+
+    /// Events with an id above `after`, oldest first.
+    async fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+    /// The id of the last event delivered to a sink (0 before any).
+    async fn sink_position(&self, sink: &str) -> StoreResult<i64>;
+    async fn set_sink_position(&self, sink: &str, event_id: i64) -> StoreResult<()>;
 }

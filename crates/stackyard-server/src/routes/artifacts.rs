@@ -95,7 +95,7 @@ async fn list_artifacts(
         .store
         .list_artifacts(&ArtifactQuery { prefix, labels, after: page.after.clone(), limit: page.limit })
         .await?;
-    let next_cursor = page.next_cursor(&artifacts, |a| &a.artifact_key);
+    let next_cursor = page.next_cursor(&artifacts, |a| a.artifact_key.clone());
     Ok(axum::Json(ArtifactList { artifacts, next_cursor }))
 }
 

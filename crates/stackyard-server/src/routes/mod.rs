@@ -1,5 +1,6 @@
 //! The HTTP API, one module per part of the contract.
 
 pub mod artifacts;
+pub mod deployments;
 pub mod ops;
 pub mod uploads;

@@ -17,10 +17,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use stackyard_api::{ArtifactSummary, ArtifactVersion, DependentArtifact, Dependents};
-use stackyard_core::{ArtifactKey, Digest, VersionRef};
+use stackyard_api::{
+    ArtifactState, ArtifactSummary, ArtifactVersion, DependentArtifact, Dependents, Deployment,
+    DeploymentStatus, Event, RevisionSummary,
+};
+use stackyard_core::{ArtifactKey, Digest, Selector, VersionRef};
 
 use crate::metadata::*;
+
+mod deployments;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -150,7 +155,7 @@ fn upload_from_row(row: &SqliteRow) -> StoreResult<UploadRecord> {
     })
 }
 
-fn to_json(value: &impl serde::Serialize) -> String {
+pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("plain data always serialises")
 }
 
@@ -359,8 +364,10 @@ impl MetadataStore for SqliteStore {
     async fn delete_version(&self, key: &ArtifactKey, version: &VersionRef) -> StoreResult<ArtifactVersion> {
         let mut tx = self.write().await?;
         let found = find_version(&mut tx, key, version).await?;
-        // Deployments will refuse here (StoreError::VersionInUse) while a
-        // current plan pins this version; no table holds plans yet.
+        let selectors = Self::selectors_using(&mut tx, key.as_str(), Some(found.version)).await?;
+        if !selectors.is_empty() {
+            return Err(StoreError::VersionInUse { selectors });
+        }
         sqlx::query("DELETE FROM artifact_versions WHERE artifact_key = ? AND version = ?")
             .bind(key.as_str())
             .bind(found.version)
@@ -381,6 +388,9 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn dependents(&self, key: &ArtifactKey) -> StoreResult<Dependents> {
+        let mut tx = self.pool.begin().await?;
+        let selectors = Self::selectors_using(&mut tx, key.as_str(), None).await?;
+        tx.rollback().await?;
         let rows = sqlx::query(
             "SELECT artifact_key, version FROM version_dependencies WHERE dependency = ? \
              ORDER BY artifact_key, version",
@@ -398,8 +408,69 @@ impl MetadataStore for SqliteStore {
                 .into_iter()
                 .map(|(artifact_key, versions)| DependentArtifact { artifact_key, versions })
                 .collect(),
-            selectors: Vec::new(),
+            selectors,
         })
+    }
+
+    async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome> {
+        self.write_plan_tx(write).await
+    }
+
+    async fn delete_deployment(&self, selector: &Selector, preconditions: &Preconditions) -> StoreResult<()> {
+        self.delete_deployment_tx(selector, preconditions).await
+    }
+
+    async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
+        self.get_deployment_q(selector).await
+    }
+
+    async fn list_deployments(&self, query: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
+        self.list_deployments_q(query).await
+    }
+
+    async fn list_revisions(
+        &self,
+        selector: &Selector,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<RevisionSummary>> {
+        self.list_revisions_q(selector, before, limit).await
+    }
+
+    async fn get_status(&self, selector: &Selector, status_id: &str) -> StoreResult<DeploymentStatus> {
+        self.get_status_q(selector, status_id).await
+    }
+
+    async fn report_status(
+        &self,
+        selector: &Selector,
+        status_id: &str,
+        artifact_key: &ArtifactKey,
+        state: ArtifactState,
+        message: Option<&str>,
+    ) -> StoreResult<DeploymentStatus> {
+        self.report_status_tx(selector, status_id, artifact_key, state, message).await
+    }
+
+    async fn trigger(
+        &self,
+        selector: &Selector,
+        artifact_key: &ArtifactKey,
+        trigger_id: &str,
+    ) -> StoreResult<String> {
+        self.trigger_tx(selector, artifact_key, trigger_id).await
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.list_events_q(after, limit).await
+    }
+
+    async fn sink_position(&self, sink: &str) -> StoreResult<i64> {
+        self.sink_position_q(sink).await
+    }
+
+    async fn set_sink_position(&self, sink: &str, event_id: i64) -> StoreResult<()> {
+        self.set_sink_position_q(sink, event_id).await
     }
 }
 

@@ -1,0 +1,835 @@
+//! Deployments on SQLite: plan writes, revisions, status and the outbox.
+//!
+//! Every write runs under `BEGIN IMMEDIATE`, so writers to one database are
+//! serialised: each reads the revision it replaces and commits the next
+//! number, and no update is lost. The plan, the reverse index rows and the
+//! event are one transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use stackyard_api::{
+    ArtifactState, ArtifactStatus, DeployedArtifact, Deployment, DeploymentStatus, DiffChange, DiffEntry,
+    Event, PlanDiff, RevisionSummary,
+};
+use stackyard_core::plan::{self, PlanEntry, PlannedArtifact};
+use stackyard_core::{ArtifactKey, Selector, VersionRef};
+
+use super::{SqliteStore, to_json};
+use crate::metadata::*;
+use crate::rollout;
+
+/// A deployment row.
+struct DeploymentRow {
+    current_revision: Option<i64>,
+    last_revision: i64,
+    created_at: DateTime<Utc>,
+}
+
+/// A revision row, decoded.
+struct RevisionRow {
+    revision: i64,
+    status_id: String,
+    organization: Option<String>,
+    artifacts: Vec<PlannedArtifact>,
+    diff: PlanDiff,
+    created_at: DateTime<Utc>,
+    created_by: Option<String>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn revision_from_row(row: &SqliteRow) -> StoreResult<RevisionRow> {
+    Ok(RevisionRow {
+        revision: row.try_get("revision")?,
+        status_id: row.try_get("status_id")?,
+        organization: row.try_get("organization")?,
+        artifacts: decode(row, "artifacts")?,
+        diff: decode(row, "diff")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+async fn deployment_row(conn: &mut SqliteConnection, selector: &str) -> StoreResult<Option<DeploymentRow>> {
+    let row =
+        sqlx::query("SELECT current_revision, last_revision, created_at FROM deployments WHERE selector = ?")
+            .bind(selector)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|row| {
+        Ok(DeploymentRow {
+            current_revision: row.try_get("current_revision")?,
+            last_revision: row.try_get("last_revision")?,
+            created_at: row.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+const REVISION_COLUMNS: &str = "revision, status_id, organization, artifacts, diff, created_at, created_by";
+
+async fn revision_row(
+    conn: &mut SqliteConnection,
+    selector: &str,
+    revision: i64,
+) -> StoreResult<RevisionRow> {
+    let row = sqlx::query(
+        "SELECT revision, status_id, organization, artifacts, diff, created_at, created_by FROM revisions \
+         WHERE selector = ? AND revision = ?",
+    )
+    .bind(selector)
+    .bind(revision)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("{selector} lacks revision {revision}")))?;
+    revision_from_row(&row)
+}
+
+fn deployed(artifact: &PlannedArtifact) -> DeployedArtifact {
+    DeployedArtifact {
+        artifact_key: artifact.artifact_key.clone(),
+        version: artifact.version,
+        digest: artifact.digest.clone(),
+        wave: artifact.wave,
+        role: serde_json::to_value(artifact.role)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        depends_on: artifact.depends_on.clone(),
+        dependents: artifact.dependents.clone(),
+    }
+}
+
+fn api_diff(diff: &plan::PlanDiff) -> PlanDiff {
+    let entries = |list: &[plan::DiffEntry]| {
+        list.iter().map(|e| DiffEntry { artifact_key: e.artifact_key.clone(), version: e.version }).collect()
+    };
+    PlanDiff {
+        added: entries(&diff.added),
+        removed: entries(&diff.removed),
+        changed: diff
+            .changed
+            .iter()
+            .map(|c| DiffChange {
+                artifact_key: c.artifact_key.clone(),
+                old_version: c.old_version,
+                new_version: c.new_version,
+            })
+            .collect(),
+    }
+}
+
+fn deployment(
+    selector: &str,
+    created_at: DateTime<Utc>,
+    revision: &RevisionRow,
+    diff: Option<PlanDiff>,
+) -> Deployment {
+    Deployment {
+        selector: selector.to_string(),
+        organization: revision.organization.clone(),
+        revision: revision.revision,
+        status_id: revision.status_id.clone(),
+        created_at,
+        updated_at: revision.created_at,
+        artifacts: revision.artifacts.iter().map(deployed).collect(),
+        diff,
+    }
+}
+
+fn check_preconditions(pre: &Preconditions, current: Option<&RevisionRow>) -> StoreResult<()> {
+    if pre.if_none_match_any && current.is_some() {
+        return Err(StoreError::PreconditionFailed(
+            "the deployment already exists (If-None-Match: *)".into(),
+        ));
+    }
+    if let Some(tags) = &pre.if_match {
+        match current {
+            None => {
+                return Err(StoreError::PreconditionFailed("the deployment does not exist (If-Match)".into()));
+            }
+            Some(rev) if !tags.is_empty() && !tags.iter().any(|t| *t == rev.status_id) => {
+                return Err(StoreError::PreconditionFailed(format!(
+                    "the deployment is at revision {} (status id {}), not the one given in If-Match",
+                    rev.revision, rev.status_id
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A resolved artifact version: what a plan entry needs from the registry.
+struct Resolved {
+    version: i64,
+    digest: String,
+    depends_on: Vec<String>,
+}
+
+/// Looks up every requested version in three set queries (latest, by number,
+/// by digest), and names every one that does not exist.
+async fn resolve(
+    conn: &mut SqliteConnection,
+    requested: &[(ArtifactKey, Option<VersionRef>)],
+) -> StoreResult<Vec<PlanEntry>> {
+    let mut latest = Vec::new();
+    let mut numbered = Vec::new();
+    let mut digests = Vec::new();
+    for (key, version) in requested {
+        match version {
+            None => latest.push(json!(key.as_str())),
+            Some(VersionRef::Number(n)) => numbered.push(json!([key.as_str(), n])),
+            Some(VersionRef::Digest(d)) => digests.push(json!([key.as_str(), d.as_str()])),
+        }
+    }
+    let mut found: HashMap<(String, Option<String>), Resolved> = HashMap::with_capacity(requested.len());
+    let queries: [(&'static str, Vec<Value>, fn(&SqliteRow) -> Option<String>); 3] = [
+        (
+            "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
+             JOIN artifacts a ON a.artifact_key = j.value \
+             JOIN artifact_versions v ON v.artifact_key = a.artifact_key AND v.version = a.latest_version",
+            latest,
+            |_| None,
+        ),
+        (
+            "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
+             JOIN artifact_versions v ON v.artifact_key = json_extract(j.value, '$[0]') \
+             AND v.version = json_extract(j.value, '$[1]')",
+            numbered,
+            |row| row.try_get::<i64, _>("version").ok().map(|v| v.to_string()),
+        ),
+        (
+            "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
+             JOIN artifact_versions v ON v.artifact_key = json_extract(j.value, '$[0]') \
+             AND v.digest = json_extract(j.value, '$[1]')",
+            digests,
+            |row| row.try_get::<String, _>("digest").ok(),
+        ),
+    ];
+    for (sql, keys, spec) in queries {
+        if keys.is_empty() {
+            continue;
+        }
+        for row in sqlx::query(sql).bind(Value::Array(keys).to_string()).fetch_all(&mut *conn).await? {
+            let key: String = row.try_get("artifact_key")?;
+            let resolved = Resolved {
+                version: row.try_get("version")?,
+                digest: row.try_get("digest")?,
+                depends_on: decode(&row, "depends_on")?,
+            };
+            found.insert((key, spec(&row)), resolved);
+        }
+    }
+
+    let mut entries = Vec::with_capacity(requested.len());
+    let mut missing = Vec::new();
+    for (key, version) in requested {
+        let spec = version.as_ref().map(|v| v.to_string());
+        match found.remove(&(key.to_string(), spec)) {
+            Some(r) => entries.push(PlanEntry {
+                artifact_key: key.clone(),
+                version: r.version,
+                digest: r.digest,
+                depends_on: r.depends_on.iter().filter_map(|d| ArtifactKey::parse(d).ok()).collect(),
+            }),
+            None => missing.push((key, version)),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(entries);
+    }
+    // Tell an artifact that does not exist from a version that does not.
+    let keys: Vec<&str> = missing.iter().map(|(k, _)| k.as_str()).collect();
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT a.artifact_key FROM json_each(?) j JOIN artifacts a ON a.artifact_key = j.value \
+         WHERE a.latest_version IS NOT NULL",
+    )
+    .bind(to_json(&keys))
+    .fetch_all(&mut *conn)
+    .await?;
+    let problems = missing
+        .into_iter()
+        .map(|(key, version)| match version {
+            Some(v) if existing.iter().any(|e| e == key.as_str()) => {
+                json!({"code": "unknown_version", "artifact_key": key.as_str(), "version": v.to_string()})
+            }
+            _ => json!({"code": "unknown_artifact", "artifact_key": key.as_str()}),
+        })
+        .collect();
+    Err(StoreError::InvalidPlan(problems))
+}
+
+/// The entries a change asks for, given the current plan.
+fn requested(
+    change: &PlanChange,
+    current: Option<&RevisionRow>,
+) -> StoreResult<Vec<(ArtifactKey, Option<VersionRef>)>> {
+    let pinned = |rev: &RevisionRow| -> Vec<(ArtifactKey, Option<VersionRef>)> {
+        rev.artifacts
+            .iter()
+            .filter_map(|a| {
+                Some((ArtifactKey::parse(&a.artifact_key).ok()?, Some(VersionRef::Number(a.version))))
+            })
+            .collect()
+    };
+    match change {
+        PlanChange::Replace { artifacts, .. } => Ok(artifacts.clone()),
+        PlanChange::Pin { artifact_key, version } => {
+            let mut entries = current.map(pinned).unwrap_or_default();
+            entries.retain(|(k, _)| k != artifact_key);
+            entries.push((artifact_key.clone(), version.clone()));
+            Ok(entries)
+        }
+        PlanChange::Remove { artifact_key } => {
+            let rev = current.ok_or(StoreError::NotFound)?;
+            let artifact = rev
+                .artifacts
+                .iter()
+                .find(|a| a.artifact_key == artifact_key.as_str())
+                .ok_or(StoreError::NotInPlan)?;
+            if !artifact.dependents.is_empty() {
+                return Err(StoreError::HasDependents {
+                    artifact_key: artifact_key.to_string(),
+                    dependents: artifact.dependents.clone(),
+                });
+            }
+            let mut entries = pinned(rev);
+            entries.retain(|(k, _)| k != artifact_key);
+            Ok(entries)
+        }
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn write_plan_tx(&self, write: &PlanWrite) -> StoreResult<PlanOutcome> {
+        let mut tx = self.write().await?;
+        let selector = write.selector.as_str();
+        let row = deployment_row(&mut tx, selector).await?;
+        let current = match row.as_ref().and_then(|r| r.current_revision) {
+            Some(revision) => Some(revision_row(&mut tx, selector, revision).await?),
+            None => None,
+        };
+        check_preconditions(&write.preconditions, current.as_ref())?;
+        if current.is_none() && !matches!(write.change, PlanChange::Replace { .. } | PlanChange::Pin { .. }) {
+            return Err(StoreError::NotFound);
+        }
+
+        let requested = requested(&write.change, current.as_ref())?;
+        let entries = resolve(&mut tx, &requested).await?;
+        let planned = plan::validate(&entries)
+            .map_err(|problems| StoreError::InvalidPlan(problems.iter().map(|p| json!(p)).collect()))?;
+        let organization = match &write.change {
+            PlanChange::Replace { organization: Some(org), .. } => Some(org.to_string()),
+            _ => current.as_ref().and_then(|c| c.organization.clone()),
+        };
+        let diff = plan::diff(current.as_ref().map_or(&[][..], |c| &c.artifacts), &planned);
+        let now = Utc::now();
+
+        if let Some(cur) = &current
+            && diff.is_empty()
+            && organization == cur.organization
+        {
+            let created_at = row.as_ref().map_or(now, |r| r.created_at);
+            return Ok(PlanOutcome::Unchanged(deployment(selector, created_at, cur, None)));
+        }
+
+        let revision = row.as_ref().map_or(1, |r| r.last_revision + 1);
+        let new = RevisionRow {
+            revision,
+            status_id: plan::status_id(&write.selector, revision),
+            organization,
+            artifacts: planned,
+            diff: api_diff(&diff),
+            created_at: now,
+            created_by: write.actor.clone(),
+        };
+        let created_at = match (&current, &row) {
+            (Some(_), Some(r)) => r.created_at,
+            _ => now,
+        };
+        let answer = deployment(selector, created_at, &new, Some(new.diff.clone()));
+        let outcome =
+            if current.is_some() { PlanOutcome::Revised(answer) } else { PlanOutcome::Created(answer) };
+        if write.dry_run {
+            tx.rollback().await?;
+            return Ok(outcome);
+        }
+
+        store_revision(&mut tx, selector, &new, &diff, created_at, current.is_none()).await?;
+        let data = json!({
+            "selector": selector,
+            "organization": new.organization,
+            "revision": revision,
+            "status_id": new.status_id,
+            "previous_status_id": current.as_ref().map(|c| c.status_id.clone()),
+            "diff": new.diff,
+        });
+        insert_event(&mut tx, "deployment.revision_created", selector, &data).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn delete_deployment_tx(
+        &self,
+        selector: &Selector,
+        pre: &Preconditions,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let s = selector.as_str();
+        let current = match deployment_row(&mut tx, s).await?.and_then(|r| r.current_revision) {
+            Some(revision) => revision_row(&mut tx, s, revision).await?,
+            None => return Err(StoreError::NotFound),
+        };
+        check_preconditions(pre, Some(&current))?;
+        sqlx::query("UPDATE deployments SET current_revision = NULL, updated_at = ? WHERE selector = ?")
+            .bind(Utc::now())
+            .bind(s)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = ?")
+            .bind(s)
+            .execute(&mut *tx)
+            .await?;
+        let data = json!({"selector": s, "revision": current.revision, "status_id": current.status_id});
+        insert_event(&mut tx, "deployment.deleted", s, &data).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn get_deployment_q(&self, selector: &Selector) -> StoreResult<Deployment> {
+        let mut conn = self.pool.acquire().await?;
+        let row = deployment_row(&mut conn, selector.as_str()).await?.ok_or(StoreError::NotFound)?;
+        let revision = row.current_revision.ok_or(StoreError::NotFound)?;
+        let rev = revision_row(&mut conn, selector.as_str(), revision).await?;
+        Ok(deployment(selector.as_str(), row.created_at, &rev, None))
+    }
+
+    pub(super) async fn list_deployments_q(&self, q: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
+        let mut sql: sqlx::QueryBuilder<Sqlite> = sqlx::QueryBuilder::new(
+            "SELECT d.selector, d.created_at AS deployment_created_at, r.revision, r.status_id, r.organization, \
+             r.artifacts, r.diff, r.created_at, r.created_by \
+             FROM deployments d JOIN revisions r ON r.selector = d.selector AND r.revision = d.current_revision \
+             WHERE d.current_revision IS NOT NULL",
+        );
+        if !q.selectors.is_empty() {
+            sql.push(" AND d.selector IN (SELECT value FROM json_each(")
+                .push_bind(to_json(&q.selectors))
+                .push("))");
+        }
+        if !q.organizations.is_empty() {
+            sql.push(" AND d.organization IN (SELECT value FROM json_each(")
+                .push_bind(to_json(&q.organizations))
+                .push("))");
+        }
+        if !q.artifact_keys.is_empty() {
+            // Through the reverse index: the cost follows the matches, not the number of deployments.
+            sql.push(
+                " AND d.selector IN (SELECT c.selector FROM current_plan_artifacts c \
+                 WHERE c.artifact_key IN (SELECT value FROM json_each(",
+            )
+            .push_bind(to_json(&q.artifact_keys))
+            .push(")))");
+        }
+        if let Some(after) = &q.after {
+            sql.push(" AND d.selector > ").push_bind(after.clone());
+        }
+        sql.push(" ORDER BY d.selector LIMIT ").push_bind(i64::from(q.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let selector: String = row.try_get("selector")?;
+                let created_at: DateTime<Utc> = row.try_get("deployment_created_at")?;
+                Ok(deployment(&selector, created_at, &revision_from_row(row)?, None))
+            })
+            .collect()
+    }
+
+    pub(super) async fn list_revisions_q(
+        &self,
+        selector: &Selector,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<RevisionSummary>> {
+        let mut conn = self.pool.acquire().await?;
+        deployment_row(&mut conn, selector.as_str()).await?.ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(
+            "SELECT revision, status_id, organization, artifacts, diff, created_at, created_by FROM revisions \
+             WHERE selector = ? AND revision < ? ORDER BY revision DESC LIMIT ?",
+        )
+        .bind(selector.as_str())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RevisionSummary {
+                    revision: row.try_get("revision")?,
+                    status_id: row.try_get("status_id")?,
+                    created_at: row.try_get("created_at")?,
+                    created_by: row.try_get("created_by")?,
+                    diff: decode(row, "diff")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn get_status_q(
+        &self,
+        selector: &Selector,
+        status_id: &str,
+    ) -> StoreResult<DeploymentStatus> {
+        let mut conn = self.pool.acquire().await?;
+        status(&mut conn, selector, status_id).await
+    }
+
+    pub(super) async fn report_status_tx(
+        &self,
+        selector: &Selector,
+        status_id: &str,
+        artifact_key: &ArtifactKey,
+        to: ArtifactState,
+        message: Option<&str>,
+    ) -> StoreResult<DeploymentStatus> {
+        let mut tx = self.write().await?;
+        let (rev, current) = revision_by_status(&mut tx, selector, status_id).await?;
+        let artifact = rev
+            .artifacts
+            .iter()
+            .find(|a| a.artifact_key == artifact_key.as_str())
+            .ok_or(StoreError::NotInPlan)?;
+        if !current {
+            return Err(StoreError::Superseded);
+        }
+        let reported = reported_states(&mut tx, status_id).await?;
+        let states = all_states(&rev, &reported);
+        let from = states[artifact_key.as_str()];
+        rollout::check_report(artifact, from, to, &states).map_err(StoreError::ReportRefused)?;
+        sqlx::query(
+            "INSERT INTO artifact_status (status_id, artifact_key, state, message, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (status_id, artifact_key) DO UPDATE SET state = excluded.state, message = excluded.message, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(status_id)
+        .bind(artifact_key.as_str())
+        .bind(state_name(to))
+        .bind(message)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        let answer = status(&mut tx, selector, status_id).await?;
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    pub(super) async fn trigger_tx(
+        &self,
+        selector: &Selector,
+        artifact_key: &ArtifactKey,
+        trigger_id: &str,
+    ) -> StoreResult<String> {
+        let mut tx = self.write().await?;
+        let s = selector.as_str();
+        let revision =
+            deployment_row(&mut tx, s).await?.and_then(|r| r.current_revision).ok_or(StoreError::NotFound)?;
+        let rev = revision_row(&mut tx, s, revision).await?;
+        if !rev.artifacts.iter().any(|a| a.artifact_key == artifact_key.as_str()) {
+            return Err(StoreError::NotInPlan);
+        }
+        sqlx::query(
+            "INSERT INTO artifact_status (status_id, artifact_key, state, message, updated_at) \
+             VALUES (?, ?, 'pending', 'triggered', ?) ON CONFLICT (status_id, artifact_key) DO UPDATE SET \
+             state = 'pending', message = 'triggered', updated_at = excluded.updated_at",
+        )
+        .bind(&rev.status_id)
+        .bind(artifact_key.as_str())
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        let data = json!({
+            "selector": s,
+            "trigger_id": trigger_id,
+            "status_id": rev.status_id,
+            "revision": rev.revision,
+            "artifact_key": artifact_key.as_str(),
+        });
+        insert_event(&mut tx, "deployment.triggered", s, &data).await?;
+        tx.commit().await?;
+        Ok(rev.status_id)
+    }
+
+    pub(super) async fn list_events_q(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        let rows =
+            sqlx::query("SELECT id, type, at, selector, data FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Event {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("type")?,
+                    at: row.try_get("at")?,
+                    selector: row.try_get("selector")?,
+                    data: decode(row, "data")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn sink_position_q(&self, sink: &str) -> StoreResult<i64> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT last_event_id FROM sink_positions WHERE sink = ?")
+                .bind(sink)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    pub(super) async fn set_sink_position_q(&self, sink: &str, event_id: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sink_positions (sink, last_event_id) VALUES (?, ?) \
+             ON CONFLICT (sink) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id)",
+        )
+        .bind(sink)
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The selectors whose current plan pins this version.
+    pub(super) async fn selectors_using(
+        tx: &mut Transaction<'static, Sqlite>,
+        key: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Vec<String>> {
+        let rows: Vec<String> = match version {
+            Some(v) => {
+                sqlx::query_scalar(
+                    "SELECT selector FROM current_plan_artifacts WHERE artifact_key = ? AND version = ? ORDER BY selector",
+                )
+                .bind(key)
+                .bind(v)
+                .fetch_all(&mut **tx)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT selector FROM current_plan_artifacts WHERE artifact_key = ? ORDER BY selector")
+                    .bind(key)
+                    .fetch_all(&mut **tx)
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
+}
+
+async fn store_revision(
+    tx: &mut Transaction<'static, Sqlite>,
+    selector: &str,
+    new: &RevisionRow,
+    diff: &plan::PlanDiff,
+    created_at: DateTime<Utc>,
+    new_incarnation: bool,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO revisions (selector, revision, status_id, organization, artifacts, diff, created_at, created_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(selector)
+    .bind(new.revision)
+    .bind(&new.status_id)
+    .bind(&new.organization)
+    .bind(to_json(&new.artifacts))
+    .bind(to_json(&new.diff))
+    .bind(new.created_at)
+    .bind(&new.created_by)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO deployments (selector, organization, current_revision, last_revision, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (selector) DO UPDATE SET organization = excluded.organization, \
+         current_revision = excluded.current_revision, last_revision = excluded.last_revision, \
+         created_at = excluded.created_at, updated_at = excluded.updated_at",
+    )
+    .bind(selector)
+    .bind(&new.organization)
+    .bind(new.revision)
+    .bind(new.revision)
+    .bind(created_at)
+    .bind(new.created_at)
+    .execute(&mut **tx)
+    .await?;
+
+    // The reverse index follows the diff, so a one-artifact change costs one row.
+    let removed: Vec<&str> = diff.removed.iter().map(|e| e.artifact_key.as_str()).collect();
+    if new_incarnation {
+        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = ?")
+            .bind(selector)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !removed.is_empty() {
+        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = ? AND artifact_key IN (SELECT value FROM json_each(?))")
+            .bind(selector)
+            .bind(to_json(&removed))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let upserts: Vec<(&str, i64)> = diff
+        .added
+        .iter()
+        .map(|e| (e.artifact_key.as_str(), e.version))
+        .chain(diff.changed.iter().map(|c| (c.artifact_key.as_str(), c.new_version)))
+        .collect();
+    if !upserts.is_empty() {
+        sqlx::query(
+            "INSERT INTO current_plan_artifacts (artifact_key, selector, version) \
+             SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?) WHERE true \
+             ON CONFLICT (artifact_key, selector) DO UPDATE SET version = excluded.version",
+        )
+        .bind(selector)
+        .bind(to_json(&upserts))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    kind: &str,
+    selector: &str,
+    data: &Value,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO events (type, at, selector, data) VALUES (?, ?, ?, ?)")
+        .bind(kind)
+        .bind(Utc::now())
+        .bind(selector)
+        .bind(data.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn state_name(state: ArtifactState) -> &'static str {
+    match state {
+        ArtifactState::Pending => "pending",
+        ArtifactState::InProgress => "in_progress",
+        ArtifactState::Succeeded => "succeeded",
+        ArtifactState::Failed => "failed",
+    }
+}
+
+fn parse_state(name: &str) -> StoreResult<ArtifactState> {
+    serde_json::from_value(json!(name)).map_err(|_| StoreError::Corrupt(format!("artifact state {name:?}")))
+}
+
+struct Reported {
+    state: ArtifactState,
+    message: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn reported_states(
+    conn: &mut SqliteConnection,
+    status_id: &str,
+) -> StoreResult<BTreeMap<String, Reported>> {
+    let rows = sqlx::query(
+        "SELECT artifact_key, state, message, updated_at FROM artifact_status WHERE status_id = ?",
+    )
+    .bind(status_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok((
+                row.try_get("artifact_key")?,
+                Reported {
+                    state: parse_state(&state)?,
+                    message: row.try_get("message")?,
+                    updated_at: row.try_get("updated_at")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+fn all_states<'a>(
+    rev: &'a RevisionRow,
+    reported: &BTreeMap<String, Reported>,
+) -> HashMap<&'a str, ArtifactState> {
+    rev.artifacts
+        .iter()
+        .map(|a| {
+            (
+                a.artifact_key.as_str(),
+                reported.get(&a.artifact_key).map_or(ArtifactState::Pending, |r| r.state),
+            )
+        })
+        .collect()
+}
+
+/// The revision a status id names, for this selector, and whether it is current.
+async fn revision_by_status(
+    conn: &mut SqliteConnection,
+    selector: &Selector,
+    status_id: &str,
+) -> StoreResult<(RevisionRow, bool)> {
+    let sql = format!("SELECT {REVISION_COLUMNS} FROM revisions WHERE selector = ? AND status_id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(selector.as_str())
+        .bind(status_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let rev = revision_from_row(&row)?;
+    let current =
+        deployment_row(conn, selector.as_str()).await?.and_then(|d| d.current_revision) == Some(rev.revision);
+    Ok((rev, current))
+}
+
+async fn status(
+    conn: &mut SqliteConnection,
+    selector: &Selector,
+    status_id: &str,
+) -> StoreResult<DeploymentStatus> {
+    let (rev, current) = revision_by_status(conn, selector, status_id).await?;
+    let reported = reported_states(conn, status_id).await?;
+    let states = all_states(&rev, &reported);
+    let artifacts = rev
+        .artifacts
+        .iter()
+        .map(|a| {
+            let report = reported.get(&a.artifact_key);
+            ArtifactStatus {
+                artifact_key: a.artifact_key.clone(),
+                version: a.version,
+                wave: a.wave,
+                state: states[a.artifact_key.as_str()],
+                message: report.and_then(|r| r.message.clone()),
+                updated_at: report.map_or(rev.created_at, |r| r.updated_at),
+            }
+        })
+        .collect();
+    Ok(DeploymentStatus {
+        selector: selector.to_string(),
+        status_id: rev.status_id.clone(),
+        revision: rev.revision,
+        state: rollout::rollout_state(current, states.values().copied()),
+        current,
+        artifacts,
+        ready: rollout::ready(&rev.artifacts, &states).into_iter().map(String::from).collect(),
+    })
+}
