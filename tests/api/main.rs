@@ -6,4 +6,5 @@ mod deployments;
 mod helpers;
 mod operations;
 mod process;
+mod rollout;
 mod uploads;

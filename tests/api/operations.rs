@@ -59,13 +59,26 @@ async fn the_openapi_document_describes_every_route() {
         ("/artifacts/{artifact_key}/versions/{version}", "delete"),
         ("/artifacts/{artifact_key}/versions/{version}/download", "get"),
         ("/artifacts/{artifact_key}/dependents", "get"),
+        ("/deployments", "post"),
+        ("/deployments", "get"),
+        ("/deployments/{selector}", "get"),
+        ("/deployments/{selector}", "delete"),
+        ("/deployments/{selector}/artifact/{artifact_key}", "post"),
+        ("/deployments/{selector}/artifact/{artifact_key}", "delete"),
+        ("/deployments/{selector}/revisions", "get"),
+        ("/deployments/{selector}/status/{status_id}", "get"),
+        ("/deployments/{selector}/status/{status_id}/artifacts/{artifact_key}", "put"),
+        ("/_trigger", "post"),
+        ("/events", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is undocumented");
     }
-    for schema in ["Problem", "Upload", "ArtifactVersion", "PresignRequest"] {
+    for schema in
+        ["Problem", "Upload", "ArtifactVersion", "PresignRequest", "Deployment", "DeploymentStatus", "Event"]
+    {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema}");
     }
 }

@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn keeps_self_dependencies_for_the_plan_check_to_report() {
         let m = yaml("stack_name: net\ndepends_on: [NET]").unwrap();
-        assert_eq!(m.depends_on, [m.artifact_key.clone()]);
+        assert_eq!(m.depends_on, std::slice::from_ref(&m.artifact_key));
     }
 
     #[test]

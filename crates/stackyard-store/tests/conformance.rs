@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use serde_json::json;
 use stackyard_core::manifest::ManifestSyntax;
-use stackyard_core::{ArtifactKey, Digest, Manifest, PackageFormat, VersionRef};
+use stackyard_core::{ArtifactKey, Digest, Manifest, PackageFormat, Selector, VersionRef};
 use stackyard_store::*;
 
 async fn sqlite() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
@@ -81,6 +81,9 @@ conformance!(sqlite:
     listing_filters_and_pages,
     interrupted_uploads_are_rejected,
     dependents_come_from_every_version,
+    concurrent_plan_writers_get_contiguous_revisions,
+    plan_writes_carry_their_event_and_index,
+    dry_runs_and_unchanged_plans_store_nothing,
 );
 
 async fn uploads_are_claimed_exactly_once(store: &dyn MetadataStore) {
@@ -182,4 +185,63 @@ async fn sqlite_data_survives_reopening_and_passes_integrity_check() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.get_artifact(&key("net")).await.unwrap().summary.latest_version, 1);
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
+}
+
+fn pin(selector: &str, key: &str) -> PlanWrite {
+    PlanWrite {
+        selector: Selector::parse(selector).unwrap(),
+        change: PlanChange::Pin { artifact_key: ArtifactKey::parse(key).unwrap(), version: None },
+        preconditions: Preconditions::default(),
+        dry_run: false,
+        actor: None,
+    }
+}
+
+fn deployment_of(outcome: PlanOutcome) -> stackyard_api::Deployment {
+    match outcome {
+        PlanOutcome::Created(d) | PlanOutcome::Revised(d) | PlanOutcome::Unchanged(d) => d,
+    }
+}
+
+async fn concurrent_plan_writers_get_contiguous_revisions(store: &dyn MetadataStore) {
+    for i in 0..16 {
+        register(store, &format!("u{i}"), &new_version(&format!("svc{i}"), &[], &format!("{i}"), &[])).await;
+    }
+    let writes: Vec<PlanWrite> = (0..16).map(|i| pin("shared", &format!("svc{i}"))).collect();
+    let outcomes = futures::future::join_all(writes.iter().map(|w| store.write_plan(w))).await;
+    let mut revisions: Vec<i64> = outcomes.into_iter().map(|o| deployment_of(o.unwrap()).revision).collect();
+    revisions.sort();
+    assert_eq!(revisions, (1..=16).collect::<Vec<_>>());
+    let selector = Selector::parse("shared").unwrap();
+    assert_eq!(store.get_deployment(&selector).await.unwrap().artifacts.len(), 16);
+}
+
+async fn plan_writes_carry_their_event_and_index(store: &dyn MetadataStore) {
+    register(store, "u1", &new_version("net", &[], "n", &[])).await;
+    let created = deployment_of(store.write_plan(&pin("prod", "net")).await.unwrap());
+    let events = store.list_events(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "deployment.revision_created");
+    assert_eq!(events[0].data["status_id"], created.status_id.as_str());
+    assert_eq!(store.dependents(&key("net")).await.unwrap().selectors, ["prod"]);
+    assert!(matches!(
+        store.delete_version(&key("net"), &VersionRef::Number(1)).await,
+        Err(StoreError::VersionInUse { selectors }) if selectors == ["prod"]
+    ));
+    store.set_sink_position("hook", events[0].id).await.unwrap();
+    store.set_sink_position("hook", 0).await.unwrap();
+    assert_eq!(store.sink_position("hook").await.unwrap(), events[0].id, "positions never move back");
+}
+
+async fn dry_runs_and_unchanged_plans_store_nothing(store: &dyn MetadataStore) {
+    register(store, "u1", &new_version("net", &[], "n", &[])).await;
+    let mut dry = pin("prod", "net");
+    dry.dry_run = true;
+    assert!(matches!(store.write_plan(&dry).await.unwrap(), PlanOutcome::Created(_)));
+    let selector = Selector::parse("prod").unwrap();
+    assert!(matches!(store.get_deployment(&selector).await, Err(StoreError::NotFound)));
+    store.write_plan(&pin("prod", "net")).await.unwrap();
+    assert!(matches!(store.write_plan(&pin("prod", "net")).await.unwrap(), PlanOutcome::Unchanged(_)));
+    assert_eq!(store.list_revisions(&selector, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.list_events(0, 10).await.unwrap().len(), 1);
 }

@@ -153,9 +153,11 @@ fn check_preconditions(pre: &Preconditions, current: Option<&RevisionRow>) -> St
     if let Some(tags) = &pre.if_match {
         match current {
             None => {
-                return Err(StoreError::PreconditionFailed("the deployment does not exist (If-Match)".into()));
+                return Err(StoreError::PreconditionFailed(
+                    "the deployment does not exist (If-Match)".into(),
+                ));
             }
-            Some(rev) if !tags.is_empty() && !tags.iter().any(|t| *t == rev.status_id) => {
+            Some(rev) if !tags.is_empty() && !tags.contains(&rev.status_id) => {
                 return Err(StoreError::PreconditionFailed(format!(
                     "the deployment is at revision {} (status id {}), not the one given in If-Match",
                     rev.revision, rev.status_id
@@ -191,7 +193,9 @@ async fn resolve(
         }
     }
     let mut found: HashMap<(String, Option<String>), Resolved> = HashMap::with_capacity(requested.len());
-    let queries: [(&'static str, Vec<Value>, fn(&SqliteRow) -> Option<String>); 3] = [
+    // Each query, its parameters, and how a found row names the version asked for.
+    type Lookup = (&'static str, Vec<Value>, fn(&SqliteRow) -> Option<String>);
+    let queries: [Lookup; 3] = [
         (
             "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
              JOIN artifacts a ON a.artifact_key = j.value \

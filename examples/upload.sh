@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Uploads packages through presigned POSTs, the way any S3 client would:
+#   examples/upload.sh examples/dist/network.tar.gz [more packages...]
+# STACKYARD_URL picks the server (default http://127.0.0.1:8080).
+set -euo pipefail
+server=${STACKYARD_URL:-http://127.0.0.1:8080}
+for package in "$@"; do
+  presigned=$(curl -sSf -X POST "$server/presigned_url" -H 'content-type: application/json' \
+    -d "{\"filename\": \"$(basename "$package")\"}")
+  url=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["url"])' <<<"$presigned")
+  fields=()
+  while IFS= read -r field; do fields+=(-F "$field"); done < <(
+    python3 -c 'import json, sys; [print(f"{k}={v}") for k, v in json.load(sys.stdin)["fields"].items()]' <<<"$presigned")
+  curl -sS "${fields[@]}" -F success_action_status=201 -F "file=@$package" "$url"
+  echo
+done
