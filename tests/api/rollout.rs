@@ -223,20 +223,24 @@ impl Receiver {
 
 const SECRET: &str = "webhook-secret-0123456789";
 
-#[tokio::test]
-async fn webhooks_receive_every_change_in_order_with_a_valid_signature() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    receiver.serve_on(listener).await;
-    let app = TestApp::spawn_with(|s| {
+async fn with_webhook(url: String) -> TestApp {
+    TestApp::spawn_with(|s| {
         s.webhooks = vec![stackyard_server::events::WebhookSettings {
             name: "engine".into(),
             url,
             secret: SECRET.into(),
         }]
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn webhooks_receive_every_change_in_order_with_a_valid_signature() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    receiver.serve_on(listener).await;
+    let app = with_webhook(url).await;
     app.publish(&[("network", &[]), ("dns", &[])]).await;
     for plan in [keys(&["network"]), keys(&["network", "dns"]), keys(&["dns"])] {
         app.deploy("prod", plan.clone()).await;
@@ -279,14 +283,7 @@ async fn events_wait_for_a_receiver_that_is_down_without_slowing_the_api() {
     let address = reserved.local_addr().unwrap();
     drop(reserved);
     let url = format!("http://{address}/hook");
-    let app = TestApp::spawn_with(|s| {
-        s.webhooks = vec![stackyard_server::events::WebhookSettings {
-            name: "engine".into(),
-            url,
-            secret: SECRET.into(),
-        }]
-    })
-    .await;
+    let app = with_webhook(url).await;
     app.publish(&[("network", &[]), ("dns", &[])]).await;
     let started = std::time::Instant::now();
     for (i, selector) in ["a", "b", "c", "d", "e"].iter().enumerate() {

@@ -104,10 +104,10 @@ where
         .map_err(ApiError::internal)?
         .map_err(package_error)?;
 
-    // Identical bytes are stored once: only move them in when they are new.
-    if !state.store.digest_in_use(&digest).await? {
-        state.blobs.put_file(&digest, spool).await.map_err(ApiError::internal)?;
-    }
+    // Always moved in, even when a version has these bytes already: that
+    // version may be being deleted right now, and renaming identical content
+    // over itself is harmless.
+    state.blobs.put_file(&digest, spool).await.map_err(ApiError::internal)?;
     let mut labels = info.manifest.labels.clone();
     labels.extend(limits.labels.clone());
     let version = NewVersion {

@@ -1,7 +1,8 @@
 //! Stackyard's storage, behind two small interfaces of our own:
 //!
-//! - [`MetadataStore`]: uploads, artifacts and versions (SQLite now; the
-//!   trait speaks in registry operations, not SQL, so other databases fit).
+//! - [`MetadataStore`]: [`ArtifactStore`] (uploads, artifacts, versions) and
+//!   [`DeploymentStore`] (plans, revisions, status, events). SQLite now; the
+//!   traits speak in registry operations, not SQL, so other databases fit.
 //! - [`BlobStore`]: package bytes, addressed by digest (local disk now).
 //!
 //! The rule that ties them: bytes go into the blob store, complete and

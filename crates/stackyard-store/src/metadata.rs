@@ -168,8 +168,14 @@ pub struct DeploymentQuery {
     pub limit: u32,
 }
 
+/// Everything the registry keeps besides package bytes.
+pub trait MetadataStore: ArtifactStore + DeploymentStore {}
+
+impl<T: ArtifactStore + DeploymentStore> MetadataStore for T {}
+
+/// Uploads, artifacts and their versions.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait ArtifactStore: Send + Sync + 'static {
     /// Answers when the database can be reached.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -195,7 +201,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// deployment's current plan uses it.
     async fn delete_version(&self, key: &ArtifactKey, version: &VersionRef) -> StoreResult<ArtifactVersion>;
     async fn dependents(&self, key: &ArtifactKey) -> StoreResult<Dependents>;
+}
 
+/// Deployments, their revisions and rollout status, and the event outbox.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync + 'static {
     /// Validates and applies a plan change as one transaction: the revision,
     /// the reverse index and the `deployment.revision_created` event together.
     async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome>;

@@ -18,7 +18,9 @@ use stackyard_api::{
 use stackyard_core::plan::{self, PlanEntry, PlannedArtifact};
 use stackyard_core::{ArtifactKey, Selector, VersionRef};
 
-use super::{SqliteStore, to_json};
+use async_trait::async_trait;
+
+use super::{SqliteStore, json as decode, to_json};
 use crate::metadata::*;
 use crate::rollout;
 
@@ -38,11 +40,6 @@ struct RevisionRow {
     diff: PlanDiff,
     created_at: DateTime<Utc>,
     created_by: Option<String>,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
 fn revision_from_row(row: &SqliteRow) -> StoreResult<RevisionRow> {
@@ -312,8 +309,9 @@ fn requested(
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn write_plan_tx(&self, write: &PlanWrite) -> StoreResult<PlanOutcome> {
+#[async_trait]
+impl DeploymentStore for SqliteStore {
+    async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome> {
         let mut tx = self.write().await?;
         let selector = write.selector.as_str();
         let row = deployment_row(&mut tx, selector).await?;
@@ -381,11 +379,7 @@ impl SqliteStore {
         Ok(outcome)
     }
 
-    pub(super) async fn delete_deployment_tx(
-        &self,
-        selector: &Selector,
-        pre: &Preconditions,
-    ) -> StoreResult<()> {
+    async fn delete_deployment(&self, selector: &Selector, pre: &Preconditions) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let s = selector.as_str();
         let current = match deployment_row(&mut tx, s).await?.and_then(|r| r.current_revision) {
@@ -408,7 +402,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn get_deployment_q(&self, selector: &Selector) -> StoreResult<Deployment> {
+    async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
         let mut conn = self.pool.acquire().await?;
         let row = deployment_row(&mut conn, selector.as_str()).await?.ok_or(StoreError::NotFound)?;
         let revision = row.current_revision.ok_or(StoreError::NotFound)?;
@@ -416,7 +410,7 @@ impl SqliteStore {
         Ok(deployment(selector.as_str(), row.created_at, &rev, None))
     }
 
-    pub(super) async fn list_deployments_q(&self, q: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
+    async fn list_deployments(&self, q: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
         let mut sql: sqlx::QueryBuilder<Sqlite> = sqlx::QueryBuilder::new(
             "SELECT d.selector, d.created_at AS deployment_created_at, r.revision, r.status_id, r.organization, \
              r.artifacts, r.diff, r.created_at, r.created_by \
@@ -456,7 +450,7 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn list_revisions_q(
+    async fn list_revisions(
         &self,
         selector: &Selector,
         before: Option<i64>,
@@ -486,16 +480,12 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn get_status_q(
-        &self,
-        selector: &Selector,
-        status_id: &str,
-    ) -> StoreResult<DeploymentStatus> {
+    async fn get_status(&self, selector: &Selector, status_id: &str) -> StoreResult<DeploymentStatus> {
         let mut conn = self.pool.acquire().await?;
         status(&mut conn, selector, status_id).await
     }
 
-    pub(super) async fn report_status_tx(
+    async fn report_status(
         &self,
         selector: &Selector,
         status_id: &str,
@@ -534,7 +524,7 @@ impl SqliteStore {
         Ok(answer)
     }
 
-    pub(super) async fn trigger_tx(
+    async fn trigger(
         &self,
         selector: &Selector,
         artifact_key: &ArtifactKey,
@@ -570,7 +560,7 @@ impl SqliteStore {
         Ok(rev.status_id)
     }
 
-    pub(super) async fn list_events_q(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+    async fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
         let rows =
             sqlx::query("SELECT id, type, at, selector, data FROM events WHERE id > ? ORDER BY id LIMIT ?")
                 .bind(after)
@@ -590,7 +580,7 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn sink_position_q(&self, sink: &str) -> StoreResult<i64> {
+    async fn sink_position(&self, sink: &str) -> StoreResult<i64> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT last_event_id FROM sink_positions WHERE sink = ?")
                 .bind(sink)
@@ -599,7 +589,7 @@ impl SqliteStore {
         Ok(position.unwrap_or(0))
     }
 
-    pub(super) async fn set_sink_position_q(&self, sink: &str, event_id: i64) -> StoreResult<()> {
+    async fn set_sink_position(&self, sink: &str, event_id: i64) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sink_positions (sink, last_event_id) VALUES (?, ?) \
              ON CONFLICT (sink) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id)",
@@ -610,8 +600,10 @@ impl SqliteStore {
         .await?;
         Ok(())
     }
+}
 
-    /// The selectors whose current plan pins this version.
+impl SqliteStore {
+    /// The selectors whose current plan includes the key (at this version, when given).
     pub(super) async fn selectors_using(
         tx: &mut Transaction<'static, Sqlite>,
         key: &str,

@@ -17,11 +17,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use stackyard_api::{
-    ArtifactState, ArtifactSummary, ArtifactVersion, DependentArtifact, Dependents, Deployment,
-    DeploymentStatus, Event, RevisionSummary,
-};
-use stackyard_core::{ArtifactKey, Digest, Selector, VersionRef};
+use stackyard_api::{ArtifactSummary, ArtifactVersion, DependentArtifact, Dependents};
+use stackyard_core::{ArtifactKey, Digest, VersionRef};
 
 use crate::metadata::*;
 
@@ -87,7 +84,7 @@ macro_rules! upload_columns {
     };
 }
 
-fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
@@ -164,35 +161,26 @@ async fn find_version(
     key: &ArtifactKey,
     version: &VersionRef,
 ) -> StoreResult<ArtifactVersion> {
-    let row = match version {
-        VersionRef::Number(n) => {
-            sqlx::query(concat!(
-                "SELECT ",
-                version_columns!(),
-                " FROM artifact_versions WHERE artifact_key = ? AND version = ?"
-            ))
-            .bind(key.as_str())
-            .bind(n)
-            .fetch_optional(&mut **tx)
-            .await?
-        }
-        VersionRef::Digest(d) => {
-            sqlx::query(concat!(
-                "SELECT ",
-                version_columns!(),
-                " FROM artifact_versions WHERE artifact_key = ? AND digest = ?"
-            ))
-            .bind(key.as_str())
-            .bind(d.as_str())
-            .fetch_optional(&mut **tx)
-            .await?
-        }
+    // One of the two is NULL, and NULL equals nothing.
+    let (number, digest) = match version {
+        VersionRef::Number(n) => (Some(*n), None),
+        VersionRef::Digest(d) => (None, Some(d.as_str())),
     };
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        version_columns!(),
+        " FROM artifact_versions WHERE artifact_key = ? AND (version = ? OR digest = ?)"
+    ))
+    .bind(key.as_str())
+    .bind(number)
+    .bind(digest)
+    .fetch_optional(&mut **tx)
+    .await?;
     version_from_row(&row.ok_or(StoreError::NotFound)?)
 }
 
 #[async_trait]
-impl MetadataStore for SqliteStore {
+impl ArtifactStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -410,67 +398,6 @@ impl MetadataStore for SqliteStore {
                 .collect(),
             selectors,
         })
-    }
-
-    async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome> {
-        self.write_plan_tx(write).await
-    }
-
-    async fn delete_deployment(&self, selector: &Selector, preconditions: &Preconditions) -> StoreResult<()> {
-        self.delete_deployment_tx(selector, preconditions).await
-    }
-
-    async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
-        self.get_deployment_q(selector).await
-    }
-
-    async fn list_deployments(&self, query: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
-        self.list_deployments_q(query).await
-    }
-
-    async fn list_revisions(
-        &self,
-        selector: &Selector,
-        before: Option<i64>,
-        limit: u32,
-    ) -> StoreResult<Vec<RevisionSummary>> {
-        self.list_revisions_q(selector, before, limit).await
-    }
-
-    async fn get_status(&self, selector: &Selector, status_id: &str) -> StoreResult<DeploymentStatus> {
-        self.get_status_q(selector, status_id).await
-    }
-
-    async fn report_status(
-        &self,
-        selector: &Selector,
-        status_id: &str,
-        artifact_key: &ArtifactKey,
-        state: ArtifactState,
-        message: Option<&str>,
-    ) -> StoreResult<DeploymentStatus> {
-        self.report_status_tx(selector, status_id, artifact_key, state, message).await
-    }
-
-    async fn trigger(
-        &self,
-        selector: &Selector,
-        artifact_key: &ArtifactKey,
-        trigger_id: &str,
-    ) -> StoreResult<String> {
-        self.trigger_tx(selector, artifact_key, trigger_id).await
-    }
-
-    async fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        self.list_events_q(after, limit).await
-    }
-
-    async fn sink_position(&self, sink: &str) -> StoreResult<i64> {
-        self.sink_position_q(sink).await
-    }
-
-    async fn set_sink_position(&self, sink: &str, event_id: i64) -> StoreResult<()> {
-        self.set_sink_position_q(sink, event_id).await
     }
 }
 
