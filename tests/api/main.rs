@@ -2,6 +2,7 @@
 //! a fresh temporary data dir, plain HTTP clients.
 
 mod artifacts;
+mod cli;
 mod deployments;
 mod helpers;
 mod operations;

@@ -1,0 +1,77 @@
+//! `stackyard serve`: the registry's HTTP API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use stackyard_server::config::{LogFormat, Overrides, Settings, Size};
+use stackyard_server::{Application, telemetry};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "STACKYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "STACKYARD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory for the database, packages and secrets [default: ./stackyard-data].
+    #[arg(long, env = "STACKYARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Base URL of presigned upload URLs, as clients reach the server [default: http://<listen address>].
+    #[arg(long, env = "STACKYARD_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Largest package accepted, e.g. 512MiB [default: 5GiB].
+    #[arg(long, env = "STACKYARD_MAX_PACKAGE_SIZE", value_name = "SIZE")]
+    max_package_size: Option<Size>,
+    /// Log as human-readable `text` or as `json` lines [default: text].
+    #[arg(long, env = "STACKYARD_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Secret that signs upload URLs (32+ characters); shared by every replica.
+    /// Default: generated on first start into <data-dir>/upload.secret.
+    #[arg(long, env = "STACKYARD_UPLOAD_SECRET", value_name = "SECRET", hide_env_values = true)]
+    upload_secret: Option<String>,
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        public_url: args.public_url,
+        max_package_size: args.max_package_size,
+        log_format: args.log_format,
+        upload_secret: args.upload_secret,
+    };
+    let settings = Settings::load(args.config.as_deref(), overrides)?;
+    telemetry::init(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped(shutdown_signal()).await.context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
