@@ -111,6 +111,29 @@ async fn push_packages_and_read_them_back() {
     );
     let dependents = run(&app, d, &["artifacts", "dependents", "network", "-o", "json"]).await.ok().json();
     assert_eq!(dependents["artifacts"].as_array().unwrap().len(), 2);
+
+    // A presigned PUT works the same way.
+    std::fs::write(source_copy(d), "changed").unwrap();
+    run(&app, d, &["package", d.join("net2").to_str().unwrap(), "-f", "net2.tar.gz"]).await.ok();
+    let put = run(&app, d, &["push", "--put", "net2.tar.gz", "-o", "json"]).await.ok().json();
+    assert_eq!((put[0]["artifact_key"].as_str(), put[0]["version"].as_i64()), (Some("network"), Some(2)));
+
+    run(&app, d, &["artifacts", "rm", "network@2"]).await.ok();
+    assert_eq!(run(&app, d, &["artifacts", "rm", "network@2"]).await.code, 3);
+    assert_eq!(run(&app, d, &["artifacts", "rm", "network"]).await.code, 2, "a version must be named");
+    let verbose = run(&app, d, &["--verbose", "artifacts", "ls"]).await.ok();
+    assert!(verbose.stderr.contains(&format!("server {}", app.url)), "{}", verbose.stderr);
+}
+
+/// A copy of the network example with one file changed, in `dir/net2`.
+fn source_copy(dir: &Path) -> std::path::PathBuf {
+    let copy = dir.join("net2");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(examples().join("network")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    copy.join("main.tf")
 }
 
 #[tokio::test]

@@ -300,3 +300,28 @@ async fn events_wait_for_a_receiver_that_is_down_without_slowing_the_api() {
     let selectors: Vec<_> = delivered.iter().map(|e| e["selector"].as_str().unwrap().to_string()).collect();
     assert_eq!(selectors, ["a", "b", "c", "d", "e"]);
 }
+
+#[tokio::test]
+async fn a_failing_sink_does_not_hold_up_another() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good = format!("http://{}/hook", listener.local_addr().unwrap());
+    receiver.serve_on(listener).await;
+    let app = TestApp::spawn_with(|s| {
+        s.webhooks = vec![
+            stackyard_server::events::WebhookSettings {
+                name: "down".into(),
+                url: "http://127.0.0.1:1/hook".into(),
+                secret: SECRET.into(),
+            },
+            stackyard_server::events::WebhookSettings { name: "up".into(), url: good, secret: SECRET.into() },
+        ]
+    })
+    .await;
+    app.publish(&[("network", &[])]).await;
+    for selector in ["a", "b", "c"] {
+        app.deploy(selector, keys(&["network"])).await;
+    }
+    let delivered = receiver.wait_for(3).await;
+    assert_eq!(delivered.len(), 3);
+}
