@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Uploads packages through presigned POSTs, the way any S3 client would:
 #   examples/upload.sh examples/dist/network.tar.gz [more packages...]
-# STACKYARD_URL picks the server (default http://127.0.0.1:8080).
+# STACKYARD_URL picks the server (default http://127.0.0.1:8080) and
+# STACKYARD_TOKEN is the token (publisher or more) that asks for the URLs.
 set -euo pipefail
 server=${STACKYARD_URL:-http://127.0.0.1:8080}
 for package in "$@"; do
   presigned=$(curl -sSf -X POST "$server/presigned_url" -H 'content-type: application/json' \
+    -H "authorization: Bearer ${STACKYARD_TOKEN:?set STACKYARD_TOKEN to a publisher token}" \
     -d "{\"filename\": \"$(basename "$package")\"}")
   url=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["url"])' <<<"$presigned")
   fields=()

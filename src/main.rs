@@ -191,11 +191,76 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: cli::graph::Format,
     },
+    /// API tokens: create, list, revoke (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Administration straight on the data dir, without the server.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print shell completions.
     #[command(after_help = "Example:\n  stackyard completions bash > /etc/bash_completion.d/stackyard")]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args)]
+struct NewToken {
+    /// What the token is for.
+    #[arg(long)]
+    name: String,
+    /// reader, publisher, deployer, admin or engine.
+    #[arg(long)]
+    role: String,
+    /// Limit it to deployments of this organization; repeatable.
+    #[arg(long = "org")]
+    orgs: Vec<String>,
+    /// Limit it to selectors matching this glob (* and ?); repeatable.
+    #[arg(long = "selector")]
+    selectors: Vec<String>,
+    /// Seconds until it expires [default: never].
+    #[arg(long)]
+    expires_in: Option<u64>,
+}
+
+impl NewToken {
+    fn request(self) -> stackyard_api::TokenRequest {
+        cli::token::request(self.name, self.role, self.orgs, self.selectors, self.expires_in)
+    }
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; its secret is shown once.
+    #[command(
+        after_help = "Examples:\n  stackyard token create --name ci --role publisher\n  stackyard token create --name eu-engine --role engine --selector 'prod/eu-*' --expires-in 2592000"
+    )]
+    Create(NewToken),
+    /// List tokens (never their secrets).
+    Ls,
+    /// Revoke a token at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Tokens, written straight into the database (e.g. when every admin token is lost).
+    #[command(subcommand)]
+    Token(AdminTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Create a token in the data dir's database; the server need not run.
+    #[command(
+        after_help = "Example:\n  stackyard admin token create --name recovery --role admin --data-dir /var/lib/stackyard"
+    )]
+    Create {
+        #[command(flatten)]
+        token: NewToken,
+        #[arg(long, env = "STACKYARD_DATA_DIR", default_value = "./stackyard-data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -341,6 +406,14 @@ async fn client_command(cli: Cli) -> CliResult {
         }
         Command::Trigger { selector, artifact_key } => {
             cli::status::trigger(&ctx, &selector, &artifact_key).await
+        }
+        Command::Token(command) => match command {
+            TokenCommand::Create(token) => cli::token::create(&ctx, token.request()).await,
+            TokenCommand::Ls => cli::token::list(&ctx).await,
+            TokenCommand::Revoke { id } => cli::token::revoke(&ctx, &id).await,
+        },
+        Command::Admin(AdminCommand::Token(AdminTokenCommand::Create { token, data_dir })) => {
+            cli::token::create_offline(&ctx, &data_dir, token.request()).await
         }
         Command::Graph { selector, format } => cli::graph::graph(&ctx, &selector, format).await,
         Command::Serve(_) | Command::Openapi | Command::Completions { .. } => {

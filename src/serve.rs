@@ -31,6 +31,13 @@ pub struct ServeArgs {
     /// Default: generated on first start into <data-dir>/upload.secret.
     #[arg(long, env = "STACKYARD_UPLOAD_SECRET", value_name = "SECRET", hide_env_values = true)]
     upload_secret: Option<String>,
+    /// Serve everyone as admin, without tokens: for local experiments only.
+    #[arg(long, env = "STACKYARD_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// The first admin token's secret (16+ characters), used when the store has no admin token.
+    /// Default: one is generated, printed once and written to <data-dir>/admin.token.
+    #[arg(long, env = "STACKYARD_BOOTSTRAP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -41,6 +48,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_package_size: args.max_package_size,
         log_format: args.log_format,
         upload_secret: args.upload_secret,
+        insecure_no_auth: args.insecure_no_auth,
+        bootstrap_token: args.bootstrap_token,
     };
     let settings = Settings::load(args.config.as_deref(), overrides)?;
     telemetry::init(settings.log_format);

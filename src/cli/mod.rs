@@ -8,6 +8,7 @@ pub mod package;
 pub mod profile;
 pub mod push;
 pub mod status;
+pub mod token;
 
 use std::io::IsTerminal;
 

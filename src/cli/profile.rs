@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CliError, CliResult, Context, Exit};
+use super::{CliError, CliResult, Context};
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -75,12 +75,12 @@ pub fn resolve(
 
 /// `stackyard login`: checks the server answers, then saves the profile.
 pub async fn login(ctx: &Context, name: &str, server: &str, token: Option<String>) -> CliResult {
+    // A read that needs a token: it proves both the server and the token.
     let client = stackyard_client::Client::new(server, token.clone());
-    if let Err(e) = client.health().await {
-        return Err(CliError::new(
-            Exit::Server,
-            format!("{server} does not answer ({e}); nothing was saved"),
-        ));
+    if let Err(e) = client.list_artifacts(None, &[], None).await {
+        let mut error = CliError::from(e);
+        error.message = format!("{}; nothing was saved", error.message);
+        return Err(error);
     }
     let mut config = load()?;
     config.profiles.insert(name.to_string(), Profile { server: server.to_string(), token });

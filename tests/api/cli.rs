@@ -33,7 +33,7 @@ fn command(app: &TestApp, dir: &Path, args: &[&str]) -> tokio::process::Command 
         .current_dir(dir)
         .env("STACKYARD_URL", &app.url)
         .env("STACKYARD_CLIENT_CONFIG", dir.join("client.toml"))
-        .env_remove("STACKYARD_TOKEN")
+        .env("STACKYARD_TOKEN", ADMIN_TOKEN)
         .env_remove("STACKYARD_PROFILE")
         .stdin(Stdio::null());
     command
@@ -330,7 +330,10 @@ async fn login_saves_a_profile_that_later_commands_use() {
     let app = TestApp::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run(&app, d, &["login", "--name", "local", "--token", "secret-token"]).await.ok();
+    let bad = run(&app, d, &["login", "--name", "local", "--token", "not-a-token"]).await;
+    assert_eq!(bad.code, 6, "a bad token is refused: {}", bad.stderr);
+    assert!(!d.join("client.toml").exists(), "and nothing is saved");
+    run(&app, d, &["login", "--name", "local", "--token", ADMIN_TOKEN]).await.ok();
     let saved = std::fs::read_to_string(d.join("client.toml")).unwrap();
     assert!(saved.contains("[profiles.local]") && saved.contains(&app.url), "{saved}");
     #[cfg(unix)]
@@ -340,7 +343,7 @@ async fn login_saves_a_profile_that_later_commands_use() {
         assert_eq!(mode & 0o777, 0o600, "the file holds tokens");
     }
     let mut without_url = command(&app, d, &["ls", "-o", "json"]);
-    without_url.env_remove("STACKYARD_URL");
+    without_url.env_remove("STACKYARD_URL").env_remove("STACKYARD_TOKEN");
     let output = without_url.output().await.unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let refused = run(&app, d, &["--server", "http://127.0.0.1:1", "login"]).await;
@@ -399,6 +402,7 @@ async fn the_readme_walk_through_runs() {
         .env("PATH", &path)
         .env("STACKYARD_URL", &app.url)
         .env("STACKYARD_CLIENT_CONFIG", dir.path().join("client.toml"))
+        .env("STACKYARD_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::null())
         .output()
         .await

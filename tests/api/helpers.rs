@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use stackyard_server::{Application, Settings};
 use tokio::sync::oneshot;
 
+/// The admin token every test server starts with.
+pub const ADMIN_TOKEN: &str = "sy_test-admin-token-0123456789";
+
 pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
@@ -30,6 +33,7 @@ impl TestApp {
         let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_path_buf(),
+            bootstrap_token: Some(ADMIN_TOKEN.into()),
             ..Default::default()
         };
         tweak(&mut settings);
@@ -39,7 +43,7 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(async {
             stopped.await.ok();
         }));
-        Self { url, client: reqwest::Client::new(), data_dir, stop: Some(stop) }
+        Self { url, client: client_with(ADMIN_TOKEN), data_dir, stop: Some(stop) }
     }
 
     pub fn at(&self, path: &str) -> String {
@@ -52,8 +56,10 @@ impl TestApp {
 
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.get(path).await;
-        assert_eq!(response.status(), 200, "GET {path}");
-        response.json().await.unwrap()
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
     }
 
     pub async fn presign(&self, body: Value) -> Value {
@@ -96,6 +102,13 @@ impl Drop for TestApp {
             stop.send(()).ok();
         }
     }
+}
+
+/// A client that sends this bearer token with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
 pub fn count_files(dir: &Path) -> usize {

@@ -1,6 +1,7 @@
 //! Black-box tests: the real server on a real socket, a real SQLite file in
 //! a fresh temporary data dir, plain HTTP clients.
 
+mod access;
 mod artifacts;
 mod cli;
 mod deployments;

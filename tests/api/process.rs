@@ -17,14 +17,23 @@ struct ServerProcess {
     child: Child,
     url: String,
     client: reqwest::Client,
+    lines: mpsc::Receiver<String>,
 }
 
 impl ServerProcess {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[("STACKYARD_BOOTSTRAP_TOKEN", ADMIN_TOKEN)], &[])
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let (lines_tx, lines) = mpsc::channel();
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("STACKYARD_LOG", "info")
+            .env_remove("STACKYARD_BOOTSTRAP_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -39,13 +48,19 @@ impl ServerProcess {
                 {
                     address_tx.send(address.to_string()).ok();
                 }
+                lines_tx.send(line.clone()).ok();
                 if std::env::var("TEST_LOG").is_ok() {
                     eprintln!("{line}");
                 }
             }
         });
         let address = address_rx.recv_timeout(Duration::from_secs(30)).expect("the server logs its address");
-        Self { child, url: format!("http://{address}"), client: reqwest::Client::new() }
+        Self { child, url: format!("http://{address}"), client: client_with(ADMIN_TOKEN), lines }
+    }
+
+    /// The log lines printed so far.
+    fn log(&self) -> String {
+        self.lines.try_iter().collect::<Vec<_>>().join("\n")
     }
 
     fn pid(&self) -> String {
@@ -219,4 +234,62 @@ fn write_big_package(path: &Path, data_size: u64) {
     header.set_cksum();
     builder.append_data(&mut header, "data.bin", std::io::Read::take(std::io::repeat(0), data_size)).unwrap();
     builder.into_inner().unwrap();
+}
+
+#[tokio::test]
+async fn the_first_start_creates_an_admin_token_once() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start_with(data_dir.path(), &[], &[]);
+    let file = data_dir.path().join("admin.token");
+    let secret = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(server.log().contains(&secret), "printed once in the log");
+    let admin = client_with(&secret);
+    assert_eq!(admin.get(format!("{}/tokens", server.url)).send().await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(format!("{}/artifacts", server.url)).await.unwrap().status(), 401);
+    assert!(server.terminate().success());
+
+    let server = ServerProcess::start_with(data_dir.path(), &[], &[]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret, "no second admin token");
+    let tokens: Value =
+        admin.get(format!("{}/tokens", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(tokens["tokens"].as_array().unwrap().len(), 1);
+
+    // Recovery without the server's API: a new admin token straight in the database.
+    let output = Command::new(binary())
+        .args([
+            "admin",
+            "token",
+            "create",
+            "--name",
+            "recovery",
+            "--role",
+            "admin",
+            "-o",
+            "json",
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let recovered = client_with(created["token"].as_str().unwrap());
+    assert_eq!(recovered.get(format!("{}/tokens", server.url)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn insecure_mode_warns_on_every_start() {
+    let data_dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let mut server = ServerProcess::start_with(data_dir.path(), &[], &["--insecure-no-auth"]);
+        assert!(server.log().contains("AUTHENTICATION IS OFF"), "{}", server.log());
+        assert_eq!(reqwest::get(format!("{}/tokens", server.url)).await.unwrap().status(), 200);
+        assert!(server.terminate().success());
+    }
+    assert!(!data_dir.path().join("admin.token").exists(), "no token is made when auth is off");
 }

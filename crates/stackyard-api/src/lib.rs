@@ -366,3 +366,54 @@ pub struct EventList {
     pub events: Vec<Event>,
     pub next_cursor: Option<String>,
 }
+
+/// `POST /tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    /// `reader`, `publisher`, `deployer`, `admin` or `engine`.
+    pub role: String,
+    /// Limit the token to deployments of these organizations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizations: Option<Vec<String>>,
+    /// Limit the token to selectors matching these globs (`*`, `?`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selectors: Option<Vec<String>>,
+    /// Seconds until the token expires; never when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub organizations: Vec<String>,
+    pub selectors: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new token, with its secret: shown only in this answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub id: String,
+    pub token: String,
+    pub name: String,
+    pub role: String,
+    pub organizations: Vec<String>,
+    pub selectors: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+    pub next_cursor: Option<String>,
+}

@@ -310,6 +310,31 @@ impl Client {
         Self::json(self.request(Method::PUT, &path).json(report)).await
     }
 
+    // Tokens (admin).
+
+    pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated> {
+        Self::json(self.request(Method::POST, "/tokens").json(request)).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "500".to_string())];
+            query.extend(cursor.take().map(|c| ("cursor", c)));
+            let page: TokenList = Self::json(self.request(Method::GET, "/tokens").query(&query)).await?;
+            all.extend(page.tokens);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        Self::send(self.request(Method::DELETE, &format!("/tokens/{}", segment(id)))).await.map(drop)
+    }
+
     pub async fn trigger(&self, selector: &str, key: &str) -> Result<TriggerResponse> {
         let body = TriggerRequest { selector: selector.into(), artifact_key: key.into() };
         Self::json(self.request(Method::POST, "/_trigger").json(&body)).await

@@ -4,6 +4,7 @@
 //! Everything a user sends is parsed here into a newtype once, at the edge,
 //! so the rest of the code never sees an unchecked string.
 
+pub mod access;
 pub mod digest;
 pub mod key;
 pub mod manifest;

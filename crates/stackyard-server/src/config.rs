@@ -52,6 +52,10 @@ pub struct Settings {
     pub max_body_size: usize,
     /// Where events are delivered, besides `GET /events`.
     pub webhooks: Vec<WebhookSettings>,
+    /// Serve everyone as admin, without tokens. For local experiments only.
+    pub insecure_no_auth: bool,
+    /// The first admin token's secret, used when the store has no admin token.
+    pub bootstrap_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -66,6 +70,8 @@ impl Default for Settings {
             package_limits: PackageLimits::default(),
             max_body_size: 1024 * 1024,
             webhooks: Vec::new(),
+            insecure_no_auth: false,
+            bootstrap_token: None,
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct Overrides {
     pub max_package_size: Option<Size>,
     pub log_format: Option<LogFormat>,
     pub upload_secret: Option<String>,
+    pub insecure_no_auth: bool,
+    pub bootstrap_token: Option<String>,
 }
 
 /// The TOML file's shape. Unknown keys are an error, so a typo is not
@@ -165,6 +173,8 @@ impl Settings {
             },
             max_body_size: file.max_body_size.map_or(defaults.max_body_size, |s| s.0 as usize),
             webhooks: file.webhooks.unwrap_or_default(),
+            insecure_no_auth: overrides.insecure_no_auth,
+            bootstrap_token: overrides.bootstrap_token,
         };
         settings.validate()?;
         Ok(settings)
@@ -178,6 +188,9 @@ impl Settings {
         }
         if self.max_package_size == 0 {
             anyhow::bail!("max_package_size must be at least one byte");
+        }
+        if matches!(&self.bootstrap_token, Some(s) if s.len() < 16) {
+            anyhow::bail!("STACKYARD_BOOTSTRAP_TOKEN must be at least 16 characters long");
         }
         if matches!(&self.upload_secret, Some(s) if s.len() < 32) {
             anyhow::bail!("upload_secret must be at least 32 characters long");

@@ -75,6 +75,11 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).expect("problems always serialise");
         let mut response = (self.status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"stackyard\""));
+        }
         response
     }
 }

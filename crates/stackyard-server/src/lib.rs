@@ -4,6 +4,7 @@
 //! fine, tests use it) and returns; [`Application::run_until_stopped`] serves
 //! until the shutdown future resolves, then finishes in-flight requests.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -41,6 +42,7 @@ use crate::error::ApiError;
 use crate::events::EventNotifier;
 use crate::metrics::Metrics;
 use crate::presign::UploadSigner;
+pub use crate::routes::tokens::check_request as check_token_request;
 pub use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -56,10 +58,30 @@ pub use crate::state::AppState;
         (name = "deployments", description = "Plans per selector and their immutable revisions"),
         (name = "status", description = "Rollout status, engine reports and triggers"),
         (name = "events", description = "The stream of changes that sinks receive"),
+        (name = "tokens", description = "API tokens (admin)"),
         (name = "operations", description = "Health, readiness and metrics"),
-    )
+    ),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme; each route names the role it needs as the
+/// scheme's scope (`security: [{bearer: [deployer]}]`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API token. Roles: reader < publisher < deployer < admin; engine reads and reports status."))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The router and its OpenAPI document, built from the same route list.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -67,6 +89,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::uploads::router())
         .merge(routes::artifacts::router())
         .merge(routes::deployments::router())
+        .merge(routes::tokens::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }
@@ -106,6 +129,13 @@ impl Application {
                 count = interrupted,
                 "rejected uploads that were cut off when the server last stopped"
             );
+        }
+        if settings.insecure_no_auth {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this server is an admin"
+            );
+        } else {
+            auth::bootstrap_admin(&store, &data_dir, settings.bootstrap_token.as_deref()).await?;
         }
         let blobs = FsBlobStore::open_dir(data_dir.join("blobs")).await.context("opening the blob store")?;
         let signer = match &settings.upload_secret {
@@ -197,6 +227,7 @@ pub fn router(state: AppState) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stackyard_api::{
     ArtifactState, ArtifactSummary, ArtifactVersion, Dependents, Deployment, DeploymentStatus, Event,
-    RevisionSummary,
+    RevisionSummary, TokenInfo,
 };
 use stackyard_core::{ArtifactKey, Digest, Manifest, Organization, PackageFormat, Selector, VersionRef};
 
@@ -164,14 +164,38 @@ pub struct DeploymentQuery {
     pub selectors: Vec<String>,
     pub artifact_keys: Vec<String>,
     pub organizations: Vec<String>,
+    /// Selector globs (`*`, `?`) the caller may see; empty: all.
+    pub selector_globs: Vec<String>,
     pub after: Option<String>,
     pub limit: u32,
 }
 
 /// Everything the registry keeps besides package bytes.
-pub trait MetadataStore: ArtifactStore + DeploymentStore {}
+pub trait MetadataStore: ArtifactStore + DeploymentStore + TokenStore {}
 
-impl<T: ArtifactStore + DeploymentStore> MetadataStore for T {}
+impl<T: ArtifactStore + DeploymentStore + TokenStore> MetadataStore for T {}
+
+/// A token as stored: its secret only as a hash.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub info: TokenInfo,
+    pub secret_hash: String,
+}
+
+/// API tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    /// The token with this secret hash, revoked or expired ones included.
+    async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<TokenInfo>>;
+    /// Tokens by id, after `after`.
+    async fn list_tokens(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<TokenInfo>>;
+    /// Revokes at once; `NotFound` for an unknown id.
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<TokenInfo>;
+    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Whether an admin token that is neither revoked nor expired exists.
+    async fn has_active_admin(&self, now: DateTime<Utc>) -> StoreResult<bool>;
+}
 
 /// Uploads, artifacts and their versions.
 #[async_trait]

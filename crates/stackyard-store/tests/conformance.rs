@@ -84,6 +84,7 @@ conformance!(sqlite:
     concurrent_plan_writers_get_contiguous_revisions,
     plan_writes_carry_their_event_and_index,
     dry_runs_and_unchanged_plans_store_nothing,
+    tokens_are_found_by_hash_and_revoked,
 );
 
 async fn uploads_are_claimed_exactly_once(store: &dyn MetadataStore) {
@@ -244,4 +245,35 @@ async fn dry_runs_and_unchanged_plans_store_nothing(store: &dyn MetadataStore) {
     assert!(matches!(store.write_plan(&pin("prod", "net")).await.unwrap(), PlanOutcome::Unchanged(_)));
     assert_eq!(store.list_revisions(&selector, None, 10).await.unwrap().len(), 1);
     assert_eq!(store.list_events(0, 10).await.unwrap().len(), 1);
+}
+
+async fn tokens_are_found_by_hash_and_revoked(store: &dyn MetadataStore) {
+    let now = Utc::now();
+    assert!(!store.has_active_admin(now).await.unwrap());
+    let info = stackyard_api::TokenInfo {
+        id: "tok_1".into(),
+        name: "admin".into(),
+        role: "admin".into(),
+        organizations: vec![],
+        selectors: vec!["prod/*".into()],
+        expires_at: None,
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.create_token(&TokenRecord { info: info.clone(), secret_hash: "hash-1".into() }).await.unwrap();
+    assert!(store.has_active_admin(now).await.unwrap());
+    assert_eq!(store.token_by_hash("hash-1").await.unwrap().unwrap().selectors, ["prod/*"]);
+    assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
+    let duplicate = TokenRecord {
+        info: stackyard_api::TokenInfo { id: "tok_2".into(), ..info },
+        secret_hash: "hash-1".into(),
+    };
+    assert!(store.create_token(&duplicate).await.is_err(), "secret hashes are unique");
+    store.touch_token("tok_1", now).await.unwrap();
+    let revoked = store.revoke_token("tok_1", now).await.unwrap();
+    assert!(revoked.revoked_at.is_some() && revoked.last_used_at.is_some());
+    assert!(!store.has_active_admin(now).await.unwrap());
+    assert!(matches!(store.revoke_token("tok_9", now).await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_tokens(None, 10).await.unwrap().len(), 1);
 }

@@ -5,12 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use stackyard_api::{Artifact, ArtifactList, ArtifactVersion, Dependents, Problem};
+use stackyard_core::access::Access;
 use stackyard_core::key::ArtifactKey;
 use stackyard_core::{Digest, PackageFormat, VersionRef};
 use stackyard_store::{ArtifactQuery, BlobRange, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
 use crate::pagination::Page;
@@ -56,6 +58,7 @@ fn version_missing<'a>(
 /// Lists artifacts, by key.
 #[utoipa::path(
     get, path = "/artifacts", tag = "artifacts",
+    security(("bearer" = ["reader"])),
     params(
         ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
         ("label" = Option<Vec<String>>, Query, description = "`name=value`; repeat to require several. Matches the latest version's labels"),
@@ -69,8 +72,10 @@ fn version_missing<'a>(
 )]
 async fn list_artifacts(
     State(state): State<AppState>,
+    caller: Caller,
     query: QueryPairs,
 ) -> ApiResult<axum::Json<ArtifactList>> {
+    caller.require(Access::Read)?;
     query.only(&["prefix", "label", "limit", "cursor"])?;
     let page = Page::from_query(&query)?;
     let prefix = query.one("prefix").filter(|p| !p.is_empty()).map(str::to_string);
@@ -102,6 +107,7 @@ async fn list_artifacts(
 /// Describes an artifact with all its versions, newest first.
 #[utoipa::path(
     get, path = "/artifacts/{artifact_key}", tag = "artifacts",
+    security(("bearer" = ["reader"])),
     params(("artifact_key" = String, Path)),
     responses(
         (status = 200, body = Artifact),
@@ -111,8 +117,10 @@ async fn list_artifacts(
 )]
 async fn get_artifact(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<axum::Json<Artifact>> {
+    caller.require(Access::Read)?;
     let key = parse_key(&key)?;
     let record = state.store.get_artifact(&key).await.map_err(artifact_missing(&key))?;
     let latest = record
@@ -148,6 +156,7 @@ fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 /// Describes one version, by number or digest.
 #[utoipa::path(
     get, path = "/artifacts/{artifact_key}/versions/{version}", tag = "artifacts",
+    security(("bearer" = ["reader"])),
     params(("artifact_key" = String, Path), ("version" = String, Path, description = "A number or `sha256:<hex>`")),
     responses(
         (status = 200, body = ArtifactVersion, headers(("ETag" = String, description = "The digest's hex, quoted"))),
@@ -158,9 +167,11 @@ fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 )]
 async fn get_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((key, version)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    caller.require(Access::Read)?;
     let key = parse_key(&key)?;
     let version = parse_version(&version)?;
     let found = state.store.get_version(&key, &version).await.map_err(version_missing(&key, &version))?;
@@ -174,6 +185,7 @@ async fn get_version(
 /// Deletes one version. Its number is never given to another package.
 #[utoipa::path(
     delete, path = "/artifacts/{artifact_key}/versions/{version}", tag = "artifacts",
+    security(("bearer" = ["publisher"])),
     params(("artifact_key" = String, Path), ("version" = String, Path)),
     responses(
         (status = 204, description = "Deleted"),
@@ -184,8 +196,10 @@ async fn get_version(
 )]
 async fn delete_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((key, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    caller.require(Access::Publish)?;
     let key = parse_key(&key)?;
     let version = parse_version(&version)?;
     let deleted =
@@ -202,6 +216,7 @@ async fn delete_version(
 /// Downloads a version's package. Supports single `Range` requests.
 #[utoipa::path(
     get, path = "/artifacts/{artifact_key}/versions/{version}/download", tag = "artifacts",
+    security(("bearer" = ["reader"])),
     params(("artifact_key" = String, Path), ("version" = String, Path)),
     responses(
         (status = 200, description = "The package bytes", content_type = "application/octet-stream"),
@@ -214,9 +229,11 @@ async fn delete_version(
 )]
 async fn download_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((key, version)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    caller.require(Access::Read)?;
     let key = parse_key(&key)?;
     let version = parse_version(&version)?;
     let found = state.store.get_version(&key, &version).await.map_err(version_missing(&key, &version))?;
@@ -275,6 +292,7 @@ fn requested_range(headers: &HeaderMap, etag: &HeaderValue, size: u64) -> ApiRes
 /// deployments whose current plan includes it.
 #[utoipa::path(
     get, path = "/artifacts/{artifact_key}/dependents", tag = "artifacts",
+    security(("bearer" = ["reader"])),
     params(("artifact_key" = String, Path)),
     responses(
         (status = 200, body = Dependents),
@@ -284,9 +302,26 @@ fn requested_range(headers: &HeaderMap, etag: &HeaderValue, size: u64) -> ApiRes
 )]
 async fn artifact_dependents(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<axum::Json<Dependents>> {
+    caller.require(Access::Read)?;
     let key = parse_key(&key)?;
     state.store.get_artifact(&key).await.map_err(artifact_missing(&key))?;
-    Ok(axum::Json(state.store.dependents(&key).await?))
+    let mut dependents = state.store.dependents(&key).await?;
+    let principal = caller.require(Access::Read)?;
+    if !principal.scope.is_unlimited() {
+        // Only the deployments the token may see.
+        let query = stackyard_store::DeploymentQuery {
+            selectors: dependents.selectors.clone(),
+            organizations: principal.scope.organizations.clone(),
+            selector_globs: principal.scope.selectors.clone(),
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        let visible: Vec<String> =
+            state.store.list_deployments(&query).await?.into_iter().map(|d| d.selector).collect();
+        dependents.selectors.retain(|s| visible.contains(s));
+    }
+    Ok(axum::Json(dependents))
 }

@@ -10,11 +10,13 @@ use stackyard_api::{
     ArtifactPin, Deployment, DeploymentList, DeploymentRequest, DeploymentStatus, EventList, Problem,
     RevisionList, StatusReport, TriggerRequest, TriggerResponse, VersionSpec,
 };
+use stackyard_core::access::Access;
 use stackyard_core::{ArtifactKey, Organization, Selector, VersionRef};
 use stackyard_store::{DeploymentQuery, PlanChange, PlanOutcome, PlanWrite, Preconditions, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{self, Caller, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, OptionalJson, QueryPairs};
 use crate::pagination::{self, Page};
@@ -145,6 +147,39 @@ fn deployment_missing(selector: &Selector) -> impl Fn(StoreError) -> ApiError + 
     }
 }
 
+/// Deployments outside the token's scope answer 404, as if they did not
+/// exist. `new_organization` is the organization a write would give it.
+async fn check_scope(
+    state: &AppState,
+    principal: &Principal,
+    selector: &Selector,
+    new_organization: Option<&Organization>,
+) -> ApiResult<()> {
+    let scope = &principal.scope;
+    let hidden = || ApiError::not_found(format!("no deployment '{selector}'"));
+    if !scope.allows_selector(selector.as_str()) {
+        return Err(hidden());
+    }
+    if scope.organizations.is_empty() {
+        return Ok(());
+    }
+    let current = match state.store.get_deployment(selector).await {
+        Ok(d) => Some(d.organization),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(org) = &current
+        && !scope.allows_organization(org.as_deref())
+    {
+        return Err(hidden());
+    }
+    match (new_organization, &current) {
+        (Some(org), _) if !scope.allows_organization(Some(org.as_str())) => Err(hidden()),
+        (None, None) => Err(hidden()),
+        _ => Ok(()),
+    }
+}
+
 async fn apply(state: &AppState, write: PlanWrite) -> ApiResult<Response> {
     let selector = write.selector.clone();
     let outcome = state.store.write_plan(&write).await.map_err(deployment_missing(&selector))?;
@@ -157,6 +192,7 @@ async fn apply(state: &AppState, write: PlanWrite) -> ApiResult<Response> {
 /// Creates a deployment or replaces its plan.
 #[utoipa::path(
     post, path = "/deployments", tag = "deployments",
+    security(("bearer" = ["deployer"])),
     params(("dry_run" = Option<bool>, Query, description = "Validate and answer with the would-be deployment and diff; store nothing")),
     request_body = DeploymentRequest,
     responses(
@@ -172,13 +208,16 @@ async fn apply(state: &AppState, write: PlanWrite) -> ApiResult<Response> {
 )]
 async fn write_deployment(
     State(state): State<AppState>,
+    caller: Caller,
     query: QueryPairs,
     headers: HeaderMap,
     ApiJson(request): ApiJson<DeploymentRequest>,
 ) -> ApiResult<Response> {
+    let principal = caller.require(Access::Deploy)?;
     let dry_run = dry_run(&query)?;
     let selector = parse_selector(&request.selector)?;
     let organization = request.organization.as_deref().map(parse_organization).transpose()?;
+    check_scope(&state, principal, &selector, organization.as_ref()).await?;
     let mut artifacts = Vec::with_capacity(request.deployment_plan.artifacts.len());
     let mut problems = Vec::new();
     for item in &request.deployment_plan.artifacts {
@@ -210,6 +249,7 @@ async fn write_deployment(
 /// Adds one artifact to a deployment's plan, or re-pins it.
 #[utoipa::path(
     post, path = "/deployments/{selector}/artifact/{artifact_key}", tag = "deployments",
+    security(("bearer" = ["deployer"])),
     params(("selector" = String, Path, description = "Percent-encoded"), ("artifact_key" = String, Path),
         ("dry_run" = Option<bool>, Query)),
     request_body(content = Option<ArtifactPin>, description = "Optional; without a version the latest is pinned"),
@@ -223,13 +263,16 @@ async fn write_deployment(
 )]
 async fn pin_artifact(
     State(state): State<AppState>,
+    caller: Caller,
     Path((selector, key)): Path<(String, String)>,
     query: QueryPairs,
     headers: HeaderMap,
     OptionalJson(pin): OptionalJson<ArtifactPin>,
 ) -> ApiResult<Response> {
+    let principal = caller.require(Access::Deploy)?;
     let dry_run = dry_run(&query)?;
     let selector = parse_selector(&selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let artifact_key = parse_key(&key)?;
     let version = pin
         .version
@@ -250,6 +293,7 @@ async fn pin_artifact(
 /// Removes one artifact from a deployment's plan.
 #[utoipa::path(
     delete, path = "/deployments/{selector}/artifact/{artifact_key}", tag = "deployments",
+    security(("bearer" = ["deployer"])),
     params(("selector" = String, Path), ("artifact_key" = String, Path), ("dry_run" = Option<bool>, Query)),
     responses(
         (status = 200, body = Deployment),
@@ -261,13 +305,17 @@ async fn pin_artifact(
 )]
 async fn remove_artifact(
     State(state): State<AppState>,
+    caller: Caller,
     Path((selector, key)): Path<(String, String)>,
     query: QueryPairs,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let principal = caller.require(Access::Deploy)?;
     let dry_run = dry_run(&query)?;
+    let selector = parse_selector(&selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let write = PlanWrite {
-        selector: parse_selector(&selector)?,
+        selector,
         change: PlanChange::Remove { artifact_key: parse_key(&key)? },
         preconditions: preconditions(&headers)?,
         dry_run,
@@ -279,6 +327,7 @@ async fn remove_artifact(
 /// The current revision of a deployment.
 #[utoipa::path(
     get, path = "/deployments/{selector}", tag = "deployments",
+    security(("bearer" = ["reader"])),
     params(("selector" = String, Path, description = "Percent-encoded")),
     responses(
         (status = 200, body = Deployment, headers(("ETag" = String))),
@@ -289,11 +338,16 @@ async fn remove_artifact(
 )]
 async fn get_deployment(
     State(state): State<AppState>,
+    caller: Caller,
     Path(selector): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let principal = caller.require(Access::Read)?;
     let selector = parse_selector(&selector)?;
     let deployment = state.store.get_deployment(&selector).await.map_err(deployment_missing(&selector))?;
+    if !auth::visible(principal, &deployment.selector, deployment.organization.as_deref()) {
+        return Err(ApiError::not_found(format!("no deployment '{selector}'")));
+    }
     let tag = etag(&deployment.status_id);
     let cached = headers
         .get(header::IF_NONE_MATCH)
@@ -310,6 +364,7 @@ async fn get_deployment(
 /// used again, and its revision numbers continue.
 #[utoipa::path(
     delete, path = "/deployments/{selector}", tag = "deployments",
+    security(("bearer" = ["deployer"])),
     params(("selector" = String, Path)),
     responses(
         (status = 204, description = "Deleted"),
@@ -320,10 +375,13 @@ async fn get_deployment(
 )]
 async fn delete_deployment(
     State(state): State<AppState>,
+    caller: Caller,
     Path(selector): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
+    let principal = caller.require(Access::Deploy)?;
     let selector = parse_selector(&selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let pre = preconditions(&headers)?;
     state.store.delete_deployment(&selector, &pre).await.map_err(deployment_missing(&selector))?;
     state.events.notify();
@@ -338,6 +396,7 @@ fn list_values<'a>(query: &'a QueryPairs, name: &'a str) -> impl Iterator<Item =
 /// Current deployments matching every filter given (any value within one).
 #[utoipa::path(
     get, path = "/deployments", tag = "deployments",
+    security(("bearer" = ["reader"])),
     params(
         ("selectors" = Option<String>, Query, description = "Comma list; the parameter may repeat"),
         ("artifact_keys" = Option<String>, Query, description = "Comma list; the parameter may repeat"),
@@ -351,8 +410,10 @@ fn list_values<'a>(query: &'a QueryPairs, name: &'a str) -> impl Iterator<Item =
 )]
 async fn list_deployments(
     State(state): State<AppState>,
+    caller: Caller,
     query: QueryPairs,
 ) -> ApiResult<axum::Json<DeploymentList>> {
+    let principal = caller.require(Access::Read)?;
     query.only(&["selectors", "artifact_keys", "organization", "limit", "cursor"])?;
     let page = Page::from_query(&query)?;
     let selectors = list_values(&query, "selectors")
@@ -361,13 +422,26 @@ async fn list_deployments(
     let artifact_keys = list_values(&query, "artifact_keys")
         .map(|k| parse_key(k).map(|k| k.to_string()))
         .collect::<ApiResult<_>>()?;
-    let organizations = list_values(&query, "organization")
+    let mut organizations: Vec<String> = list_values(&query, "organization")
         .map(|o| parse_organization(o).map(|o| o.to_string()))
         .collect::<ApiResult<_>>()?;
+    // A scoped token sees its organizations only: the filter narrows to them.
+    let scope = &principal.scope;
+    if !scope.organizations.is_empty() {
+        if organizations.is_empty() {
+            organizations = scope.organizations.clone();
+        } else {
+            organizations.retain(|o| scope.organizations.contains(o));
+            if organizations.is_empty() {
+                return Ok(axum::Json(DeploymentList { deployments: Vec::new(), next_cursor: None }));
+            }
+        }
+    }
     let filter = DeploymentQuery {
         selectors,
         artifact_keys,
         organizations,
+        selector_globs: scope.selectors.clone(),
         after: page.after.clone(),
         limit: page.limit,
     };
@@ -379,6 +453,7 @@ async fn list_deployments(
 /// A deployment's revisions, newest first, with what each changed.
 #[utoipa::path(
     get, path = "/deployments/{selector}/revisions", tag = "deployments",
+    security(("bearer" = ["reader"])),
     params(("selector" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses(
         (status = 200, body = RevisionList),
@@ -388,11 +463,14 @@ async fn list_deployments(
 )]
 async fn list_revisions(
     State(state): State<AppState>,
+    caller: Caller,
     Path(selector): Path<String>,
     query: QueryPairs,
 ) -> ApiResult<axum::Json<RevisionList>> {
+    let principal = caller.require(Access::Read)?;
     query.only(&["limit", "cursor"])?;
     let selector = parse_selector(&selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let page = Page::from_query(&query)?;
     let before = page.after.as_deref().map(pagination::numeric).transpose()?;
     let revisions = state
@@ -416,6 +494,7 @@ fn status_missing<'a>(selector: &'a Selector, status_id: &'a str) -> impl Fn(Sto
 /// The rollout of any revision, current or superseded.
 #[utoipa::path(
     get, path = "/deployments/{selector}/status/{status_id}", tag = "status",
+    security(("bearer" = ["reader"])),
     params(("selector" = String, Path), ("status_id" = String, Path)),
     responses(
         (status = 200, body = DeploymentStatus),
@@ -425,9 +504,12 @@ fn status_missing<'a>(selector: &'a Selector, status_id: &'a str) -> impl Fn(Sto
 )]
 async fn get_status(
     State(state): State<AppState>,
+    caller: Caller,
     Path((selector, status_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<DeploymentStatus>> {
+    let principal = caller.require(Access::Read)?;
     let selector = parse_selector(&selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let status =
         state.store.get_status(&selector, &status_id).await.map_err(status_missing(&selector, &status_id))?;
     Ok(axum::Json(status))
@@ -436,6 +518,7 @@ async fn get_status(
 /// A deployment engine reports progress on one artifact of the current revision.
 #[utoipa::path(
     put, path = "/deployments/{selector}/status/{status_id}/artifacts/{artifact_key}", tag = "status",
+    security(("bearer" = ["engine"])),
     params(("selector" = String, Path), ("status_id" = String, Path), ("artifact_key" = String, Path)),
     request_body = StatusReport,
     responses(
@@ -448,10 +531,13 @@ async fn get_status(
 )]
 async fn report_status(
     State(state): State<AppState>,
+    caller: Caller,
     Path((selector, status_id, key)): Path<(String, String, String)>,
     ApiJson(report): ApiJson<StatusReport>,
 ) -> ApiResult<axum::Json<DeploymentStatus>> {
+    let principal = caller.require(Access::Report)?;
     let selector = parse_selector(&selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let key = parse_key(&key)?;
     if report.message.as_ref().is_some_and(|m| m.len() > 4096) {
         return Err(ApiError::bad_request("invalid_message", "message is at most 4096 bytes"));
@@ -467,6 +553,7 @@ async fn report_status(
 /// Asks engines to deploy one artifact of the current revision again.
 #[utoipa::path(
     post, path = "/_trigger", tag = "status",
+    security(("bearer" = ["deployer"])),
     request_body = TriggerRequest,
     responses(
         (status = 202, body = TriggerResponse),
@@ -476,9 +563,12 @@ async fn report_status(
 )]
 async fn trigger(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<TriggerRequest>,
 ) -> ApiResult<Response> {
+    let principal = caller.require(Access::Deploy)?;
     let selector = parse_selector(&request.selector)?;
+    check_scope(&state, principal, &selector, None).await?;
     let key = parse_key(&request.artifact_key)?;
     let mut id = [0u8; 16];
     rand::fill(&mut id);
@@ -492,6 +582,7 @@ async fn trigger(
 /// The event stream, oldest first: what the webhook sinks receive.
 #[utoipa::path(
     get, path = "/events", tag = "events",
+    security(("bearer" = ["reader"])),
     params(
         ("after" = Option<i64>, Query, description = "Only events with a larger id"),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query),
@@ -501,7 +592,12 @@ async fn trigger(
         (status = 400, body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_events(State(state): State<AppState>, query: QueryPairs) -> ApiResult<axum::Json<EventList>> {
+async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryPairs,
+) -> ApiResult<axum::Json<EventList>> {
+    let principal = caller.require(Access::Read)?;
     query.only(&["after", "limit", "cursor"])?;
     let page = Page::from_query(&query)?;
     let after = match (page.after.as_deref(), query.one("after")) {
@@ -511,8 +607,10 @@ async fn list_events(State(state): State<AppState>, query: QueryPairs) -> ApiRes
             .map_err(|_| ApiError::bad_request("invalid_after", "after is an event id: a whole number"))?,
         (None, None) => 0,
     };
-    let events = state.store.list_events(after, page.limit).await?;
+    let mut events = state.store.list_events(after, page.limit).await?;
+    // The cursor follows what was read, so filtering a page never ends the stream early.
     let next_cursor = page.next_cursor(&events, |e| e.id.to_string());
+    events.retain(|e| auth::visible(principal, &e.selector, e.data["organization"].as_str()));
     Ok(axum::Json(EventList { events, next_cursor }))
 }
 

@@ -3,4 +3,5 @@
 pub mod artifacts;
 pub mod deployments;
 pub mod ops;
+pub mod tokens;
 pub mod uploads;

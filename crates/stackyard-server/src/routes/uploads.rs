@@ -11,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use stackyard_api::{PresignRequest, PresignResponse, Problem, Upload, UploadMethod, UploadState};
 use stackyard_core::Digest;
+use stackyard_core::access::Access;
 use stackyard_store::{NewUpload, Registered, StoreError, StoredUploadState, UploadRecord};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{OptionalJson, QueryPairs};
 use crate::ingest;
@@ -75,6 +77,7 @@ async fn find_upload(state: &AppState, upload_id: &str) -> ApiResult<UploadRecor
 /// Creates a presigned upload URL.
 #[utoipa::path(
     post, path = "/presigned_url", tag = "uploads",
+    security(("bearer" = ["publisher"])),
     request_body(content = Option<PresignRequest>, description = "Every field is optional; the body may be empty."),
     responses(
         (status = 201, description = "Where and how to upload the package", body = PresignResponse),
@@ -85,8 +88,10 @@ async fn find_upload(state: &AppState, upload_id: &str) -> ApiResult<UploadRecor
 )]
 async fn presign(
     State(state): State<AppState>,
+    caller: Caller,
     OptionalJson(request): OptionalJson<PresignRequest>,
 ) -> ApiResult<Response> {
+    caller.require(Access::Publish)?;
     let max_package = state.settings.max_package_size;
     let (min_size, max_size) = match request.content_length {
         Some(0) => {
@@ -215,6 +220,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
 /// Describes an upload and what became of it.
 #[utoipa::path(
     get, path = "/uploads/{upload_id}", tag = "uploads",
+    security(("bearer" = ["reader"])),
     params(("upload_id" = String, Path, description = "The id `POST /presigned_url` returned")),
     responses(
         (status = 200, body = Upload),
@@ -223,8 +229,10 @@ fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
 )]
 async fn get_upload(
     State(state): State<AppState>,
+    caller: Caller,
     Path(upload_id): Path<String>,
 ) -> ApiResult<axum::Json<Upload>> {
+    caller.require(Access::Read)?;
     let record = find_upload(&state, &upload_id).await?;
     Ok(axum::Json(upload_view(&record, Utc::now())))
 }
@@ -234,6 +242,7 @@ async fn get_upload(
 /// the upload's state.
 #[utoipa::path(
     post, path = "/uploads/{upload_id}/complete", tag = "uploads",
+    security(("bearer" = ["publisher"])),
     params(("upload_id" = String, Path)),
     responses(
         (status = 200, body = Upload),
@@ -242,8 +251,10 @@ async fn get_upload(
 )]
 async fn complete_upload(
     State(state): State<AppState>,
+    caller: Caller,
     Path(upload_id): Path<String>,
 ) -> ApiResult<axum::Json<Upload>> {
+    caller.require(Access::Publish)?;
     let record = find_upload(&state, &upload_id).await?;
     Ok(axum::Json(upload_view(&record, Utc::now())))
 }

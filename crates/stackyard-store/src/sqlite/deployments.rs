@@ -396,7 +396,12 @@ impl DeploymentStore for SqliteStore {
             .bind(s)
             .execute(&mut *tx)
             .await?;
-        let data = json!({"selector": s, "revision": current.revision, "status_id": current.status_id});
+        let data = json!({
+            "selector": s,
+            "organization": current.organization,
+            "revision": current.revision,
+            "status_id": current.status_id,
+        });
         insert_event(&mut tx, "deployment.deleted", s, &data).await?;
         tx.commit().await?;
         Ok(())
@@ -426,6 +431,13 @@ impl DeploymentStore for SqliteStore {
             sql.push(" AND d.organization IN (SELECT value FROM json_each(")
                 .push_bind(to_json(&q.organizations))
                 .push("))");
+        }
+        if !q.selector_globs.is_empty() {
+            // GLOB's `*` and `?` are ours; `[` would open a class, so it is escaped as `[[]`.
+            let globs: Vec<String> = q.selector_globs.iter().map(|g| g.replace('[', "[[]")).collect();
+            sql.push(" AND EXISTS (SELECT 1 FROM json_each(")
+                .push_bind(to_json(&globs))
+                .push(") g WHERE d.selector GLOB g.value)");
         }
         if !q.artifact_keys.is_empty() {
             // Through the reverse index: the cost follows the matches, not the number of deployments.
@@ -550,6 +562,7 @@ impl DeploymentStore for SqliteStore {
         .await?;
         let data = json!({
             "selector": s,
+            "organization": rev.organization,
             "trigger_id": trigger_id,
             "status_id": rev.status_id,
             "revision": rev.revision,

@@ -23,6 +23,7 @@ use stackyard_core::{ArtifactKey, Digest, VersionRef};
 use crate::metadata::*;
 
 mod deployments;
+mod tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -1,0 +1,205 @@
+//! Authentication and authorisation.
+//!
+//! A middleware resolves `Authorization: Bearer <token>` to a [`Principal`]
+//! (or none) once per request; each handler then states what it needs with
+//! [`Caller::require`]. A bad, revoked or expired token is refused at once
+//! with 401, whatever the route. Deployments outside a token's scope answer
+//! 404, exactly as if they did not exist.
+
+use std::path::Path;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+use stackyard_api::TokenInfo;
+use stackyard_core::access::{Access, Role, Scope};
+use stackyard_store::{MetadataStore, TokenRecord};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Who is calling, as a token made them.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: Option<String>,
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+}
+
+/// The request's principal, if it presented a valid token.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<Principal>);
+
+impl Caller {
+    /// 401 without a token, 403 when its role does not grant `access`.
+    pub fn require(&self, access: Access) -> ApiResult<&Principal> {
+        let Some(principal) = &self.0 else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this request needs a token: Authorization: Bearer <token>",
+            ));
+        };
+        if !principal.role.grants(access) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "a {} token cannot do this; it needs the {} role",
+                    principal.role,
+                    access.role_name()
+                ),
+            ));
+        }
+        Ok(principal)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or(Caller(None)))
+    }
+}
+
+/// The stored form of a secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random secret: 256 bits.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    format!("sy_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub fn new_token_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::fill(&mut bytes);
+    format!("tok_{}", hex::encode(bytes))
+}
+
+/// Builds the record of a new token around its secret.
+pub fn token_record(
+    secret: &str,
+    name: &str,
+    role: Role,
+    scope: &Scope,
+    expires_at: Option<DateTime<Utc>>,
+) -> TokenRecord {
+    TokenRecord {
+        info: TokenInfo {
+            id: new_token_id(),
+            name: name.to_string(),
+            role: role.as_str().to_string(),
+            organizations: scope.organizations.clone(),
+            selectors: scope.selectors.clone(),
+            expires_at,
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        },
+        secret_hash: hash_secret(secret),
+    }
+}
+
+fn unauthorized(detail: &str) -> Response {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail).into_response()
+}
+
+/// Middleware: resolves the bearer token, refusing bad ones with 401.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if state.settings.insecure_no_auth {
+        let everyone = Principal {
+            token_id: None,
+            name: "anonymous".into(),
+            role: Role::Admin,
+            scope: Scope::default(),
+        };
+        request.extensions_mut().insert(Caller(Some(everyone)));
+        return next.run(request).await;
+    }
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        request.extensions_mut().insert(Caller(None));
+        return next.run(request).await;
+    };
+    let secret = match value.to_str().ok().and_then(|v| v.split_once(' ')) {
+        Some((scheme, secret)) if scheme.eq_ignore_ascii_case("bearer") && !secret.trim().is_empty() => {
+            secret.trim()
+        }
+        _ => return unauthorized("the Authorization header must be 'Bearer <token>'"),
+    };
+    let token = match state.store.token_by_hash(&hash_secret(secret)).await {
+        Ok(Some(token)) => token,
+        Ok(None) => return unauthorized("the token is not valid"),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let now = Utc::now();
+    if token.revoked_at.is_some() {
+        return unauthorized("the token has been revoked");
+    }
+    if token.expires_at.is_some_and(|at| at <= now) {
+        return unauthorized("the token has expired");
+    }
+    // Recorded at most once a minute: one write per request would cost more than the request.
+    if token.last_used_at.is_none_or(|at| now - at > chrono::Duration::seconds(60))
+        && let Err(e) = state.store.touch_token(&token.id, now).await
+    {
+        tracing::warn!(error = %e, "recording a token's last use failed");
+    }
+    let Some(role) = Role::parse(&token.role) else {
+        return ApiError::internal(format!("token {} has an unknown role {:?}", token.id, token.role))
+            .into_response();
+    };
+    let principal = Principal {
+        token_id: Some(token.id),
+        name: token.name,
+        role,
+        scope: Scope { organizations: token.organizations, selectors: token.selectors },
+    };
+    request.extensions_mut().insert(Caller(Some(principal)));
+    next.run(request).await
+}
+
+/// On a store with no usable admin token, creates one: the configured
+/// bootstrap secret, or a new one printed once and written (owner-only) to
+/// `<data-dir>/admin.token`.
+pub async fn bootstrap_admin(
+    store: &dyn MetadataStore,
+    data_dir: &Path,
+    configured: Option<&str>,
+) -> anyhow::Result<()> {
+    if store.has_active_admin(Utc::now()).await? {
+        return Ok(());
+    }
+    let (secret, generated) = match configured {
+        Some(secret) => (secret.to_string(), false),
+        None => (new_secret(), true),
+    };
+    store
+        .create_token(&token_record(&secret, "bootstrap admin", Role::Admin, &Scope::default(), None))
+        .await?;
+    if generated {
+        let path = data_dir.join("admin.token");
+        std::fs::remove_file(&path).ok();
+        crate::presign::write_private(&path, &format!("{secret}\n"))?;
+        tracing::warn!(file = %path.display(), "created the first admin token (shown once): {secret}");
+    } else {
+        tracing::info!("created the first admin token from STACKYARD_BOOTSTRAP_TOKEN");
+    }
+    Ok(())
+}
+
+/// Whether `caller` may see a deployment with this selector and organization.
+pub fn visible(principal: &Principal, selector: &str, organization: Option<&str>) -> bool {
+    principal.scope.allows(selector, organization)
+}
