@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use stackyard_api::{TokenCreated, TokenRequest};
-use stackyard_store::{SqliteStore, TokenStore};
+use stackyard_store::{AccessStore, SqliteStore};
 
 use super::{CliError, CliResult, Context, Exit, table};
 
@@ -81,7 +81,8 @@ pub async fn create_offline(ctx: &Context, data_dir: &Path, request: TokenReques
         .map_err(|e| CliError::new(Exit::Failed, format!("opening {}: {e}", db.display())))?;
     let secret = stackyard_server::auth::new_secret();
     let record = stackyard_server::auth::token_record(&secret, request.name.trim(), role, &scope, expires_at);
-    store.create_token(&record).await.map_err(|e| CliError::new(Exit::Failed, e.to_string()))?;
+    let actor = stackyard_store::Actor { name: "stackyard admin".into(), token_id: None, remote_addr: None };
+    store.create_token(&record, &actor).await.map_err(|e| CliError::new(Exit::Failed, e.to_string()))?;
     let info = record.info;
     let created = TokenCreated {
         id: info.id,

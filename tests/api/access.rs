@@ -238,3 +238,93 @@ async fn insecure_mode_serves_everyone_as_admin() {
     assert_eq!(anonymous.get(app.at("/tokens")).send().await.unwrap().status(), 200);
     assert_eq!(anonymous.post(app.at("/presigned_url")).send().await.unwrap().status(), 201);
 }
+
+#[tokio::test]
+async fn every_change_is_audited_with_who_and_from_where() {
+    let app = TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let (_, ci) = token(&app, json!({"name": "ci", "role": "deployer"})).await;
+    let (_, engine) = token(&app, json!({"name": "eu-engine", "role": "engine"})).await;
+    let ci = client_with(&ci);
+    let presigned: Value = ci.post(app.at("/presigned_url")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(post_form(&ci, &presigned, package("network", &[], "n"), &[]).await.status(), 204);
+    let body = json!({"selector": "prod", "deployment_plan": {"artifacts": keys(&["network"])}});
+    let created: Value = ci
+        .post(app.at("/deployments"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["status_id"].as_str().unwrap();
+    let report = json!({"state": "succeeded"});
+    client_with(&engine)
+        .put(app.at(&format!("/deployments/prod/status/{id}/artifacts/network")))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    ci.post(app.at("/_trigger"))
+        .json(&json!({"selector": "prod", "artifact_key": "network"}))
+        .send()
+        .await
+        .unwrap();
+    ci.delete(app.at("/deployments/prod")).send().await.unwrap();
+
+    let entries = app.get_json("/audit").await["entries"].as_array().unwrap().clone();
+    let summary: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("token.created", "system", summary[0].2),
+            ("token.created", "bootstrap admin", summary[1].2),
+            ("token.created", "bootstrap admin", summary[2].2),
+            ("version.registered", "ci", "network@1"),
+            ("deployment.created", "ci", "prod"),
+            ("status.reported", "eu-engine", "prod:network"),
+            ("deployment.triggered", "ci", "prod"),
+            ("deployment.deleted", "ci", "prod"),
+        ]
+    );
+    assert_eq!(
+        entries[4]["remote_addr"], "203.0.113.7",
+        "X-Forwarded-For from a trusted proxy names the client"
+    );
+    assert_eq!(entries[3]["remote_addr"], "127.0.0.1");
+    assert_eq!(app.get_json("/artifacts/network/versions/1").await["uploaded_by"], "ci");
+    assert_eq!(app.get_json("/deployments/prod/revisions").await["revisions"][0]["created_by"], "ci");
+
+    let by_actor = app.get_json("/audit?actor=eu-engine").await;
+    assert_eq!(by_actor["entries"].as_array().unwrap().len(), 1);
+    let by_selector = app.get_json("/audit?selector=prod").await;
+    assert_eq!(by_selector["entries"].as_array().unwrap().len(), 4);
+    let after = app.get_json(&format!("/audit?after={}", entries[5]["id"])).await;
+    assert_eq!(after["entries"].as_array().unwrap().len(), 2);
+    let since = app
+        .get_json(&format!("/audit?after={}", entries[0]["at"].as_str().unwrap().replace('+', "%2B")))
+        .await;
+    assert_eq!(since["entries"].as_array().unwrap().len(), 8);
+    assert_problem(app.get("/audit?after=yesterday").await, 400, "invalid_after").await;
+}
+
+#[tokio::test]
+async fn forwarded_addresses_from_untrusted_peers_are_ignored() {
+    let app = TestApp::spawn().await;
+    app.publish(&[("network", &[])]).await;
+    let response = app
+        .client
+        .post(app.at("/deployments"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({"selector": "prod", "deployment_plan": {"artifacts": keys(&["network"])}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let entries = app.get_json("/audit?selector=prod").await;
+    assert_eq!(entries["entries"][0]["remote_addr"], "127.0.0.1");
+}

@@ -73,6 +73,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/tokens", "post"),
         ("/tokens", "get"),
         ("/tokens/{id}", "delete"),
+        ("/audit", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

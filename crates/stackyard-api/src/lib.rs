@@ -417,3 +417,24 @@ pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
     pub next_cursor: Option<String>,
 }
+
+/// One change, as the audit log recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The token's name (`anonymous` without authentication, `system` for the server itself).
+    pub actor: String,
+    /// e.g. `deployment.revised`, `version.registered`, `token.revoked`.
+    pub action: String,
+    /// What was changed: a selector, `key@version`, a token id.
+    pub target: String,
+    pub remote_addr: Option<String>,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}

@@ -6,9 +6,10 @@
 //! with 401, whatever the route. Deployments outside a token's scope answer
 //! 404, exactly as if they did not exist.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -19,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 use stackyard_api::TokenInfo;
 use stackyard_core::access::{Access, Role, Scope};
-use stackyard_store::{MetadataStore, TokenRecord};
+use stackyard_store::{Actor, MetadataStore, TokenRecord};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -33,14 +34,26 @@ pub struct Principal {
     pub scope: Scope,
 }
 
-/// The request's principal, if it presented a valid token.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Option<Principal>);
+/// The request's principal, if it presented a valid token, and where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub principal: Option<Principal>,
+    pub remote_addr: Option<String>,
+}
 
 impl Caller {
+    /// Who is making a change, for the audit log.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self.principal.as_ref().map_or_else(|| "anonymous".to_string(), |p| p.name.clone()),
+            token_id: self.principal.as_ref().and_then(|p| p.token_id.clone()),
+            remote_addr: self.remote_addr.clone(),
+        }
+    }
+
     /// 401 without a token, 403 when its role does not grant `access`.
     pub fn require(&self, access: Access) -> ApiResult<&Principal> {
-        let Some(principal) = &self.0 else {
+        let Some(principal) = &self.principal else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -66,7 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or(Caller(None)))
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_default())
     }
 }
 
@@ -118,6 +131,7 @@ fn unauthorized(detail: &str) -> Response {
 
 /// Middleware: resolves the bearer token, refusing bad ones with 401.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let remote_addr = client_address(&request, &state.settings.trusted_proxies);
     if state.settings.insecure_no_auth {
         let everyone = Principal {
             token_id: None,
@@ -125,11 +139,11 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             role: Role::Admin,
             scope: Scope::default(),
         };
-        request.extensions_mut().insert(Caller(Some(everyone)));
+        request.extensions_mut().insert(Caller { principal: Some(everyone), remote_addr });
         return next.run(request).await;
     }
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        request.extensions_mut().insert(Caller(None));
+        request.extensions_mut().insert(Caller { principal: None, remote_addr });
         return next.run(request).await;
     };
     let secret = match value.to_str().ok().and_then(|v| v.split_once(' ')) {
@@ -166,8 +180,29 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         role,
         scope: Scope { organizations: token.organizations, selectors: token.selectors },
     };
-    request.extensions_mut().insert(Caller(Some(principal)));
+    request.extensions_mut().insert(Caller { principal: Some(principal), remote_addr });
     next.run(request).await
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy, in
+/// which case the nearest untrusted hop of `X-Forwarded-For`. Headers from
+/// anyone else are ignored, so clients cannot claim another address.
+pub fn client_address(request: &Request, trusted: &[IpAddr]) -> Option<String> {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer.to_string());
+    }
+    let forwarded = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    let client =
+        forwarded.iter().rev().find(|hop| !trusted.contains(hop)).or(forwarded.first()).unwrap_or(&peer);
+    Some(client.to_string())
 }
 
 /// On a store with no usable admin token, creates one: the configured
@@ -185,9 +220,8 @@ pub async fn bootstrap_admin(
         Some(secret) => (secret.to_string(), false),
         None => (new_secret(), true),
     };
-    store
-        .create_token(&token_record(&secret, "bootstrap admin", Role::Admin, &Scope::default(), None))
-        .await?;
+    let record = token_record(&secret, "bootstrap admin", Role::Admin, &Scope::default(), None);
+    store.create_token(&record, &Actor::system()).await?;
     if generated {
         let path = data_dir.join("admin.token");
         std::fs::remove_file(&path).ok();

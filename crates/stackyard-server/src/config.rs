@@ -56,6 +56,8 @@ pub struct Settings {
     pub insecure_no_auth: bool,
     /// The first admin token's secret, used when the store has no admin token.
     pub bootstrap_token: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -72,6 +74,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             insecure_no_auth: false,
             bootstrap_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -140,6 +143,7 @@ struct FileSettings {
     max_manifest_size: Option<Size>,
     max_expansion_ratio: Option<u64>,
     webhooks: Option<Vec<WebhookSettings>>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
 }
 
 impl Settings {
@@ -175,6 +179,7 @@ impl Settings {
             webhooks: file.webhooks.unwrap_or_default(),
             insecure_no_auth: overrides.insecure_no_auth,
             bootstrap_token: overrides.bootstrap_token,
+            trusted_proxies: file.trusted_proxies.unwrap_or_default(),
         };
         settings.validate()?;
         Ok(settings)

@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use stackyard_core::package::{self, PackageError};
 use stackyard_core::{Digest, ManifestError};
-use stackyard_store::{NewVersion, Registered, UploadRecord};
+use stackyard_store::{Actor, NewVersion, Registered, UploadRecord};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::ApiError;
@@ -26,13 +26,18 @@ const SPOOL_BUFFER: usize = 1024 * 1024;
 
 /// Receives an upload's bytes and registers them; on failure, records the
 /// rejection on the upload and returns the error to answer with.
-pub async fn receive<S, E>(state: &AppState, upload: &UploadRecord, body: S) -> Result<Registered, ApiError>
+pub async fn receive<S, E>(
+    state: &AppState,
+    upload: &UploadRecord,
+    body: S,
+    actor: &Actor,
+) -> Result<Registered, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let spool = SpoolFile(state.spool_dir.join(format!("{}.part", upload.upload.upload_id)));
-    let result = process(state, upload, body, &spool.0).await;
+    let result = process(state, upload, body, &spool.0, actor).await;
     match &result {
         Ok((registered, size)) => {
             let outcome = if registered.created { "created" } else { "existing" };
@@ -55,6 +60,7 @@ async fn process<S, E>(
     upload: &UploadRecord,
     mut body: S,
     spool: &std::path::Path,
+    actor: &Actor,
 ) -> Result<(Registered, u64), ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -117,9 +123,8 @@ where
         manifest: info.manifest,
         labels,
         uploaded_at: Utc::now(),
-        uploaded_by: None,
     };
-    let registered = state.store.register_version(&limits.upload_id, &version).await?;
+    let registered = state.store.register_version(&limits.upload_id, &version, actor).await?;
     Ok((registered, size))
 }
 

@@ -58,7 +58,7 @@ pub use crate::state::AppState;
         (name = "deployments", description = "Plans per selector and their immutable revisions"),
         (name = "status", description = "Rollout status, engine reports and triggers"),
         (name = "events", description = "The stream of changes that sinks receive"),
-        (name = "tokens", description = "API tokens (admin)"),
+        (name = "tokens", description = "API tokens and the audit log (admin)"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
     modifiers(&BearerAuth)
@@ -90,6 +90,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::artifacts::router())
         .merge(routes::deployments::router())
         .merge(routes::tokens::router())
+        .merge(routes::audit::router())
         .merge(routes::ops::router())
         .split_for_parts()
 }

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stackyard_api::{
-    ArtifactState, ArtifactSummary, ArtifactVersion, Dependents, Deployment, DeploymentStatus, Event,
-    RevisionSummary, TokenInfo,
+    ArtifactState, ArtifactSummary, ArtifactVersion, AuditEntry, Dependents, Deployment, DeploymentStatus,
+    Event, RevisionSummary, TokenInfo,
 };
 use stackyard_core::{ArtifactKey, Digest, Manifest, Organization, PackageFormat, Selector, VersionRef};
 
@@ -42,6 +42,33 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Who makes a change, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The token's name; `anonymous` without authentication, `system` for the server.
+    pub name: String,
+    pub token_id: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Self { name: "system".into(), token_id: None, remote_addr: None }
+    }
+}
+
+/// Filters and page position for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub selector: Option<String>,
+    /// Entries with a larger id.
+    pub after_id: Option<i64>,
+    /// Entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
 /// A presigned upload as the server created it.
 #[derive(Debug, Clone)]
 pub struct NewUpload {
@@ -54,6 +81,8 @@ pub struct NewUpload {
     pub labels: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The token that asked for the upload.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +115,6 @@ pub struct NewVersion {
     /// Manifest labels overlaid with the upload's labels.
     pub labels: BTreeMap<String, String>,
     pub uploaded_at: DateTime<Utc>,
-    pub uploaded_by: Option<String>,
 }
 
 /// The outcome of registering a package.
@@ -143,7 +171,7 @@ pub struct PlanWrite {
     pub preconditions: Preconditions,
     /// Validate and answer, storing nothing.
     pub dry_run: bool,
-    pub actor: Option<String>,
+    pub actor: Actor,
 }
 
 /// The result of a plan write; each carries the deployment, with its diff
@@ -171,9 +199,9 @@ pub struct DeploymentQuery {
 }
 
 /// Everything the registry keeps besides package bytes.
-pub trait MetadataStore: ArtifactStore + DeploymentStore + TokenStore {}
+pub trait MetadataStore: ArtifactStore + DeploymentStore + AccessStore {}
 
-impl<T: ArtifactStore + DeploymentStore + TokenStore> MetadataStore for T {}
+impl<T: ArtifactStore + DeploymentStore + AccessStore> MetadataStore for T {}
 
 /// A token as stored: its secret only as a hash.
 #[derive(Debug, Clone)]
@@ -182,19 +210,21 @@ pub struct TokenRecord {
     pub secret_hash: String,
 }
 
-/// API tokens.
+/// API tokens and the audit log.
 #[async_trait]
-pub trait TokenStore: Send + Sync + 'static {
-    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
+pub trait AccessStore: Send + Sync + 'static {
+    async fn create_token(&self, token: &TokenRecord, actor: &Actor) -> StoreResult<()>;
     /// The token with this secret hash, revoked or expired ones included.
     async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<TokenInfo>>;
     /// Tokens by id, after `after`.
     async fn list_tokens(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<TokenInfo>>;
     /// Revokes at once; `NotFound` for an unknown id.
-    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<TokenInfo>;
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>, actor: &Actor) -> StoreResult<TokenInfo>;
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
     /// Whether an admin token that is neither revoked nor expired exists.
     async fn has_active_admin(&self, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// The audit log, oldest first.
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 }
 
 /// Uploads, artifacts and their versions.
@@ -211,7 +241,12 @@ pub trait ArtifactStore: Send + Sync + 'static {
     async fn reject_upload(&self, upload_id: &str, error: &Value) -> StoreResult<()>;
     /// Records the version (or finds the one with the same digest) and marks
     /// the upload registered, in one transaction.
-    async fn register_version(&self, upload_id: &str, version: &NewVersion) -> StoreResult<Registered>;
+    async fn register_version(
+        &self,
+        upload_id: &str,
+        version: &NewVersion,
+        actor: &Actor,
+    ) -> StoreResult<Registered>;
     /// Rejects uploads whose bytes started arriving but never finished (the
     /// process stopped mid-upload). Returns how many.
     async fn reject_interrupted_uploads(&self, error: &Value) -> StoreResult<u64>;
@@ -223,7 +258,12 @@ pub trait ArtifactStore: Send + Sync + 'static {
     async fn digest_in_use(&self, digest: &Digest) -> StoreResult<bool>;
     /// Deletes one version; refuses with [`StoreError::VersionInUse`] while a
     /// deployment's current plan uses it.
-    async fn delete_version(&self, key: &ArtifactKey, version: &VersionRef) -> StoreResult<ArtifactVersion>;
+    async fn delete_version(
+        &self,
+        key: &ArtifactKey,
+        version: &VersionRef,
+        actor: &Actor,
+    ) -> StoreResult<ArtifactVersion>;
     async fn dependents(&self, key: &ArtifactKey) -> StoreResult<Dependents>;
 }
 
@@ -234,7 +274,12 @@ pub trait DeploymentStore: Send + Sync + 'static {
     /// the reverse index and the `deployment.revision_created` event together.
     async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome>;
     /// Removes a deployment; its revisions stay readable.
-    async fn delete_deployment(&self, selector: &Selector, preconditions: &Preconditions) -> StoreResult<()>;
+    async fn delete_deployment(
+        &self,
+        selector: &Selector,
+        preconditions: &Preconditions,
+        actor: &Actor,
+    ) -> StoreResult<()>;
     /// The current revision.
     async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment>;
     async fn list_deployments(&self, query: &DeploymentQuery) -> StoreResult<Vec<Deployment>>;
@@ -255,6 +300,7 @@ pub trait DeploymentStore: Send + Sync + 'static {
         artifact_key: &ArtifactKey,
         state: ArtifactState,
         message: Option<&str>,
+        actor: &Actor,
     ) -> StoreResult<DeploymentStatus>;
     /// Sets the artifact of the current revision back to pending and emits
     /// `deployment.triggered`; answers the revision's status id.
@@ -263,6 +309,7 @@ pub trait DeploymentStore: Send + Sync + 'static {
         selector: &Selector,
         artifact_key: &ArtifactKey,
         trigger_id: &str,
+        actor: &Actor,
     ) -> StoreResult<String>;
 
     /// Events with an id above `after`, oldest first.

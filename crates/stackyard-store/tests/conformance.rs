@@ -28,6 +28,7 @@ fn new_upload(id: &str, expires_in: i64) -> NewUpload {
         labels: BTreeMap::new(),
         created_at: now,
         expires_at: now + Duration::seconds(expires_in),
+        created_by: Some("tester".into()),
     }
 }
 
@@ -40,7 +41,6 @@ fn new_version(stack_name: &str, depends_on: &[&str], content: &str, labels: &[(
         manifest: Manifest::parse(&manifest, ManifestSyntax::Json).unwrap(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         uploaded_at: Utc::now(),
-        uploaded_by: None,
     }
 }
 
@@ -52,7 +52,11 @@ fn sha(content: &str) -> Vec<u8> {
 async fn register(store: &dyn MetadataStore, id: &str, version: &NewVersion) -> Registered {
     store.create_upload(&new_upload(id, 60)).await.unwrap();
     store.claim_upload(id, Utc::now()).await.unwrap();
-    store.register_version(id, version).await.unwrap()
+    store.register_version(id, version, &tester()).await.unwrap()
+}
+
+fn tester() -> Actor {
+    Actor { name: "tester".into(), token_id: Some("tok_t".into()), remote_addr: Some("127.0.0.1".into()) }
 }
 
 fn key(k: &str) -> ArtifactKey {
@@ -85,6 +89,7 @@ conformance!(sqlite:
     plan_writes_carry_their_event_and_index,
     dry_runs_and_unchanged_plans_store_nothing,
     tokens_are_found_by_hash_and_revoked,
+    changes_are_audited_with_their_transaction,
 );
 
 async fn uploads_are_claimed_exactly_once(store: &dyn MetadataStore) {
@@ -120,7 +125,7 @@ async fn version_numbers_are_never_reused(store: &dyn MetadataStore) {
         let registered = register(store, &format!("u{i}"), &new_version("net", &[], content, &[])).await;
         assert_eq!(registered.version.version, i as i64 + 1);
     }
-    let deleted = store.delete_version(&key("net"), &VersionRef::Number(3)).await.unwrap();
+    let deleted = store.delete_version(&key("net"), &VersionRef::Number(3), &tester()).await.unwrap();
     assert_eq!(deleted.version, 3);
     let digest = Digest::parse(&deleted.digest).unwrap();
     assert!(!store.digest_in_use(&digest).await.unwrap());
@@ -194,7 +199,7 @@ fn pin(selector: &str, key: &str) -> PlanWrite {
         change: PlanChange::Pin { artifact_key: ArtifactKey::parse(key).unwrap(), version: None },
         preconditions: Preconditions::default(),
         dry_run: false,
-        actor: None,
+        actor: tester(),
     }
 }
 
@@ -226,7 +231,7 @@ async fn plan_writes_carry_their_event_and_index(store: &dyn MetadataStore) {
     assert_eq!(events[0].data["status_id"], created.status_id.as_str());
     assert_eq!(store.dependents(&key("net")).await.unwrap().selectors, ["prod"]);
     assert!(matches!(
-        store.delete_version(&key("net"), &VersionRef::Number(1)).await,
+        store.delete_version(&key("net"), &VersionRef::Number(1), &tester()).await,
         Err(StoreError::VersionInUse { selectors }) if selectors == ["prod"]
     ));
     store.set_sink_position("hook", events[0].id).await.unwrap();
@@ -261,7 +266,10 @@ async fn tokens_are_found_by_hash_and_revoked(store: &dyn MetadataStore) {
         last_used_at: None,
         revoked_at: None,
     };
-    store.create_token(&TokenRecord { info: info.clone(), secret_hash: "hash-1".into() }).await.unwrap();
+    store
+        .create_token(&TokenRecord { info: info.clone(), secret_hash: "hash-1".into() }, &tester())
+        .await
+        .unwrap();
     assert!(store.has_active_admin(now).await.unwrap());
     assert_eq!(store.token_by_hash("hash-1").await.unwrap().unwrap().selectors, ["prod/*"]);
     assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
@@ -269,11 +277,36 @@ async fn tokens_are_found_by_hash_and_revoked(store: &dyn MetadataStore) {
         info: stackyard_api::TokenInfo { id: "tok_2".into(), ..info },
         secret_hash: "hash-1".into(),
     };
-    assert!(store.create_token(&duplicate).await.is_err(), "secret hashes are unique");
+    assert!(store.create_token(&duplicate, &tester()).await.is_err(), "secret hashes are unique");
     store.touch_token("tok_1", now).await.unwrap();
-    let revoked = store.revoke_token("tok_1", now).await.unwrap();
+    let revoked = store.revoke_token("tok_1", now, &tester()).await.unwrap();
     assert!(revoked.revoked_at.is_some() && revoked.last_used_at.is_some());
     assert!(!store.has_active_admin(now).await.unwrap());
-    assert!(matches!(store.revoke_token("tok_9", now).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.revoke_token("tok_9", now, &tester()).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_tokens(None, 10).await.unwrap().len(), 1);
+}
+
+async fn changes_are_audited_with_their_transaction(store: &dyn MetadataStore) {
+    register(store, "u1", &new_version("net", &[], "n", &[])).await;
+    store.write_plan(&pin("prod", "net")).await.unwrap();
+    // A refused write (the version is in use) leaves no audit entry behind.
+    assert!(store.delete_version(&key("net"), &VersionRef::Number(1), &tester()).await.is_err());
+    let entries = store.list_audit(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["version.registered", "deployment.created"]);
+    assert_eq!(entries[1].target, "prod");
+    assert_eq!(entries[1].actor, "tester");
+    assert_eq!(entries[1].remote_addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(entries[1].details["token_id"], "tok_t");
+    let by_selector = AuditQuery { selector: Some("prod".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.list_audit(&by_selector).await.unwrap().len(), 1);
+    let selector = Selector::parse("prod").unwrap();
+    assert_eq!(
+        store.list_revisions(&selector, None, 1).await.unwrap()[0].created_by.as_deref(),
+        Some("tester")
+    );
+    assert_eq!(
+        store.get_version(&key("net"), &VersionRef::Number(1)).await.unwrap().uploaded_by.as_deref(),
+        Some("tester")
+    );
 }

@@ -202,8 +202,11 @@ async fn delete_version(
     caller.require(Access::Publish)?;
     let key = parse_key(&key)?;
     let version = parse_version(&version)?;
-    let deleted =
-        state.store.delete_version(&key, &version).await.map_err(version_missing(&key, &version))?;
+    let deleted = state
+        .store
+        .delete_version(&key, &version, &caller.actor())
+        .await
+        .map_err(version_missing(&key, &version))?;
     // The metadata is gone first; the bytes follow unless another version
     // still names them. A crash in between only leaves an unreferenced blob.
     let digest = Digest::parse(&deleted.digest).map_err(ApiError::internal)?;

@@ -241,7 +241,7 @@ async fn write_deployment(
         change: PlanChange::Replace { organization, artifacts },
         preconditions: preconditions(&headers)?,
         dry_run,
-        actor: None,
+        actor: caller.actor(),
     };
     apply(&state, write).await
 }
@@ -285,7 +285,7 @@ async fn pin_artifact(
         change: PlanChange::Pin { artifact_key, version },
         preconditions: preconditions(&headers)?,
         dry_run,
-        actor: None,
+        actor: caller.actor(),
     };
     apply(&state, write).await
 }
@@ -319,7 +319,7 @@ async fn remove_artifact(
         change: PlanChange::Remove { artifact_key: parse_key(&key)? },
         preconditions: preconditions(&headers)?,
         dry_run,
-        actor: None,
+        actor: caller.actor(),
     };
     apply(&state, write).await
 }
@@ -383,7 +383,11 @@ async fn delete_deployment(
     let selector = parse_selector(&selector)?;
     check_scope(&state, principal, &selector, None).await?;
     let pre = preconditions(&headers)?;
-    state.store.delete_deployment(&selector, &pre).await.map_err(deployment_missing(&selector))?;
+    state
+        .store
+        .delete_deployment(&selector, &pre, &caller.actor())
+        .await
+        .map_err(deployment_missing(&selector))?;
     state.events.notify();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -544,7 +548,7 @@ async fn report_status(
     }
     let status = state
         .store
-        .report_status(&selector, &status_id, &key, report.state, report.message.as_deref())
+        .report_status(&selector, &status_id, &key, report.state, report.message.as_deref(), &caller.actor())
         .await
         .map_err(status_missing(&selector, &status_id))?;
     Ok(axum::Json(status))
@@ -573,8 +577,11 @@ async fn trigger(
     let mut id = [0u8; 16];
     rand::fill(&mut id);
     let trigger_id = hex::encode(id);
-    let status_id =
-        state.store.trigger(&selector, &key, &trigger_id).await.map_err(deployment_missing(&selector))?;
+    let status_id = state
+        .store
+        .trigger(&selector, &key, &trigger_id, &caller.actor())
+        .await
+        .map_err(deployment_missing(&selector))?;
     state.events.notify();
     Ok((StatusCode::ACCEPTED, axum::Json(TriggerResponse { trigger_id, status_id })).into_response())
 }

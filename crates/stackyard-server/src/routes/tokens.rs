@@ -45,7 +45,7 @@ async fn create_token(
     let (role, scope, expires_at) = check_request(&request)?;
     let secret = auth::new_secret();
     let record = auth::token_record(&secret, request.name.trim(), role, &scope, expires_at);
-    state.store.create_token(&record).await?;
+    state.store.create_token(&record, &caller.actor()).await?;
     let info = record.info;
     let created = TokenCreated {
         id: info.id,
@@ -148,7 +148,7 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Access::Admin)?;
-    state.store.revoke_token(&id, Utc::now()).await.map_err(|e| match e {
+    state.store.revoke_token(&id, Utc::now(), &caller.actor()).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found(format!("no token '{id}'")),
         other => other.into(),
     })?;

@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use stackyard_api::{PresignRequest, PresignResponse, Problem, Upload, UploadMethod, UploadState};
 use stackyard_core::Digest;
 use stackyard_core::access::Access;
-use stackyard_store::{NewUpload, Registered, StoreError, StoredUploadState, UploadRecord};
+use stackyard_store::{Actor, NewUpload, Registered, StoreError, StoredUploadState, UploadRecord};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -91,7 +91,7 @@ async fn presign(
     caller: Caller,
     OptionalJson(request): OptionalJson<PresignRequest>,
 ) -> ApiResult<Response> {
-    caller.require(Access::Publish)?;
+    let presigner = caller.require(Access::Publish)?.name.clone();
     let max_package = state.settings.max_package_size;
     let (min_size, max_size) = match request.content_length {
         Some(0) => {
@@ -152,6 +152,7 @@ async fn presign(
         labels,
         created_at: now,
         expires_at,
+        created_by: Some(presigner),
     };
     state.store.create_upload(&upload).await?;
 
@@ -297,6 +298,7 @@ struct UploadForm {
 )]
 async fn post_upload(
     State(state): State<AppState>,
+    caller: Caller,
     Path(upload_id): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
@@ -316,7 +318,8 @@ async fn post_upload(
         }
         let status = success_status(fields.get("success_action_status").map(String::as_str));
         let record = authorize_post(&state, &upload_id, &fields).await?;
-        let registered = ingest::receive(&state, &record, Box::pin(field)).await?;
+        let registered =
+            ingest::receive(&state, &record, Box::pin(field), &uploader(&record, &caller)).await?;
         return upload_response(&state, status, &upload_id, &registered).await;
     }
     Err(ApiError::bad_request(
@@ -400,6 +403,15 @@ fn check_method(record: &UploadRecord, method: &str) -> ApiResult<()> {
     ))
 }
 
+/// The upload is the doing of whoever presigned it, from wherever the bytes came.
+fn uploader(record: &UploadRecord, caller: &Caller) -> Actor {
+    Actor {
+        name: record.upload.created_by.clone().unwrap_or_else(|| "anonymous".into()),
+        token_id: None,
+        remote_addr: caller.remote_addr.clone(),
+    }
+}
+
 fn bad_signature() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -430,6 +442,7 @@ fn bad_signature() -> ApiError {
 )]
 async fn put_upload(
     State(state): State<AppState>,
+    caller: Caller,
     Path(upload_id): Path<String>,
     query: QueryPairs,
     headers: HeaderMap,
@@ -457,7 +470,8 @@ async fn put_upload(
         return Err(ingest::too_large(pending.upload.max_size));
     }
     let record = state.store.claim_upload(&upload_id, Utc::now()).await?;
-    let registered = ingest::receive(&state, &record, body.into_data_stream()).await?;
+    let registered =
+        ingest::receive(&state, &record, body.into_data_stream(), &uploader(&record, &caller)).await?;
     upload_response(&state, StatusCode::OK, &upload_id, &registered).await
 }
 

@@ -20,7 +20,7 @@ use stackyard_core::{ArtifactKey, Selector, VersionRef};
 
 use async_trait::async_trait;
 
-use super::{SqliteStore, json as decode, to_json};
+use super::{SqliteStore, audit, json as decode, to_json};
 use crate::metadata::*;
 use crate::rollout;
 
@@ -351,7 +351,7 @@ impl DeploymentStore for SqliteStore {
             artifacts: planned,
             diff: api_diff(&diff),
             created_at: now,
-            created_by: write.actor.clone(),
+            created_by: Some(write.actor.name.clone()),
         };
         let created_at = match (&current, &row) {
             (Some(_), Some(r)) => r.created_at,
@@ -375,11 +375,19 @@ impl DeploymentStore for SqliteStore {
             "diff": new.diff,
         });
         insert_event(&mut tx, "deployment.revision_created", selector, &data).await?;
+        let action = if current.is_some() { "deployment.revised" } else { "deployment.created" };
+        let details = json!({"revision": revision, "status_id": new.status_id, "organization": new.organization, "diff": new.diff});
+        audit(&mut tx, &write.actor, action, selector, Some(selector), details).await?;
         tx.commit().await?;
         Ok(outcome)
     }
 
-    async fn delete_deployment(&self, selector: &Selector, pre: &Preconditions) -> StoreResult<()> {
+    async fn delete_deployment(
+        &self,
+        selector: &Selector,
+        pre: &Preconditions,
+        actor: &Actor,
+    ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let s = selector.as_str();
         let current = match deployment_row(&mut tx, s).await?.and_then(|r| r.current_revision) {
@@ -403,6 +411,7 @@ impl DeploymentStore for SqliteStore {
             "status_id": current.status_id,
         });
         insert_event(&mut tx, "deployment.deleted", s, &data).await?;
+        audit(&mut tx, actor, "deployment.deleted", s, Some(s), data).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -504,6 +513,7 @@ impl DeploymentStore for SqliteStore {
         artifact_key: &ArtifactKey,
         to: ArtifactState,
         message: Option<&str>,
+        actor: &Actor,
     ) -> StoreResult<DeploymentStatus> {
         let mut tx = self.write().await?;
         let (rev, current) = revision_by_status(&mut tx, selector, status_id).await?;
@@ -531,6 +541,9 @@ impl DeploymentStore for SqliteStore {
         .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
+        let details = json!({"status_id": status_id, "artifact_key": artifact_key.as_str(), "state": to, "message": message});
+        let target = format!("{selector}:{artifact_key}");
+        audit(&mut tx, actor, "status.reported", &target, Some(selector.as_str()), details).await?;
         let answer = status(&mut tx, selector, status_id).await?;
         tx.commit().await?;
         Ok(answer)
@@ -541,6 +554,7 @@ impl DeploymentStore for SqliteStore {
         selector: &Selector,
         artifact_key: &ArtifactKey,
         trigger_id: &str,
+        actor: &Actor,
     ) -> StoreResult<String> {
         let mut tx = self.write().await?;
         let s = selector.as_str();
@@ -569,6 +583,7 @@ impl DeploymentStore for SqliteStore {
             "artifact_key": artifact_key.as_str(),
         });
         insert_event(&mut tx, "deployment.triggered", s, &data).await?;
+        audit(&mut tx, actor, "deployment.triggered", s, Some(s), data).await?;
         tx.commit().await?;
         Ok(rev.status_id)
     }

@@ -81,7 +81,7 @@ macro_rules! version_columns {
 macro_rules! upload_columns {
     () => {
         "upload_id, method, filename, min_size, max_size, sha256, labels, created_at, expires_at, \
-         claimed_at, state, artifact_key, version, digest, created, error"
+         claimed_at, state, artifact_key, version, digest, created, error, created_by"
     };
 }
 
@@ -134,6 +134,7 @@ fn upload_from_row(row: &SqliteRow) -> StoreResult<UploadRecord> {
             labels: json(row, "labels")?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
+            created_by: row.try_get("created_by")?,
         },
         claimed_at: row.try_get("claimed_at")?,
         state: match state.as_str() {
@@ -151,6 +152,33 @@ fn upload_from_row(row: &SqliteRow) -> StoreResult<UploadRecord> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
+}
+
+/// Appends to the audit log, inside the caller's transaction.
+pub(crate) async fn audit(
+    conn: &mut sqlx::SqliteConnection,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    selector: Option<&str>,
+    mut details: serde_json::Value,
+) -> StoreResult<()> {
+    if let (Some(id), Some(map)) = (&actor.token_id, details.as_object_mut()) {
+        map.insert("token_id".into(), id.clone().into());
+    }
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, selector, remote_addr, details) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(Utc::now())
+    .bind(&actor.name)
+    .bind(action)
+    .bind(target)
+    .bind(selector)
+    .bind(&actor.remote_addr)
+    .bind(details.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
@@ -190,7 +218,7 @@ impl ArtifactStore for SqliteStore {
     async fn create_upload(&self, u: &NewUpload) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO uploads (upload_id, method, filename, min_size, max_size, sha256, labels, \
-             created_at, expires_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+             created_at, expires_at, state, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
         )
         .bind(&u.upload_id)
         .bind(&u.method)
@@ -201,6 +229,7 @@ impl ArtifactStore for SqliteStore {
         .bind(to_json(&u.labels))
         .bind(u.created_at)
         .bind(u.expires_at)
+        .bind(&u.created_by)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -249,7 +278,12 @@ impl ArtifactStore for SqliteStore {
         Ok(())
     }
 
-    async fn register_version(&self, upload_id: &str, v: &NewVersion) -> StoreResult<Registered> {
+    async fn register_version(
+        &self,
+        upload_id: &str,
+        v: &NewVersion,
+        actor: &Actor,
+    ) -> StoreResult<Registered> {
         let mut tx = self.write().await?;
         let existing =
             sqlx::query(concat!("SELECT ", version_columns!(), " FROM artifact_versions WHERE digest = ?"))
@@ -258,8 +292,16 @@ impl ArtifactStore for SqliteStore {
                 .await?;
         let registered = match existing {
             Some(row) => Registered { version: version_from_row(&row)?, created: false },
-            None => Registered { version: insert_version(&mut tx, v).await?, created: true },
+            None => Registered { version: insert_version(&mut tx, v, &actor.name).await?, created: true },
         };
+        let target = format!("{}@{}", registered.version.artifact_key, registered.version.version);
+        let details = serde_json::json!({
+            "upload_id": upload_id,
+            "digest": registered.version.digest,
+            "size": registered.version.size,
+            "created": registered.created,
+        });
+        audit(&mut tx, actor, "version.registered", &target, None, details).await?;
         sqlx::query(
             "UPDATE uploads SET state = 'registered', artifact_key = ?, version = ?, digest = ?, created = ? \
              WHERE upload_id = ?",
@@ -350,7 +392,12 @@ impl ArtifactStore for SqliteStore {
         Ok(found.is_some())
     }
 
-    async fn delete_version(&self, key: &ArtifactKey, version: &VersionRef) -> StoreResult<ArtifactVersion> {
+    async fn delete_version(
+        &self,
+        key: &ArtifactKey,
+        version: &VersionRef,
+        actor: &Actor,
+    ) -> StoreResult<ArtifactVersion> {
         let mut tx = self.write().await?;
         let found = find_version(&mut tx, key, version).await?;
         let selectors = Self::selectors_using(&mut tx, key.as_str(), Some(found.version)).await?;
@@ -372,6 +419,9 @@ impl ArtifactStore for SqliteStore {
         .bind(key.as_str())
         .execute(&mut *tx)
         .await?;
+        let target = format!("{key}@{}", found.version);
+        audit(&mut tx, actor, "version.deleted", &target, None, serde_json::json!({"digest": found.digest}))
+            .await?;
         tx.commit().await?;
         Ok(found)
     }
@@ -405,6 +455,7 @@ impl ArtifactStore for SqliteStore {
 async fn insert_version(
     tx: &mut Transaction<'static, Sqlite>,
     v: &NewVersion,
+    uploaded_by: &str,
 ) -> StoreResult<ArtifactVersion> {
     let m = &v.manifest;
     let key = m.artifact_key.as_str();
@@ -439,7 +490,7 @@ async fn insert_version(
         manifest: m.raw.clone(),
         labels: v.labels.clone(),
         uploaded_at: v.uploaded_at,
-        uploaded_by: v.uploaded_by.clone(),
+        uploaded_by: Some(uploaded_by.to_string()),
     };
     sqlx::query(concat!(
         "INSERT INTO artifact_versions (",

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use stackyard_api::TokenInfo;
+use stackyard_api::{AuditEntry, TokenInfo};
 
-use super::{SqliteStore, json, to_json};
+use super::{SqliteStore, audit, json, to_json};
 use crate::metadata::*;
 
 const COLUMNS: &str =
@@ -27,8 +27,9 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenInfo> {
 }
 
 #[async_trait]
-impl TokenStore for SqliteStore {
-    async fn create_token(&self, t: &TokenRecord) -> StoreResult<()> {
+impl AccessStore for SqliteStore {
+    async fn create_token(&self, t: &TokenRecord, actor: &Actor) -> StoreResult<()> {
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO tokens (id, name, role, organizations, selectors, secret_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -41,8 +42,17 @@ impl TokenStore for SqliteStore {
         .bind(&t.secret_hash)
         .bind(t.info.created_at)
         .bind(t.info.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let details = serde_json::json!({
+            "name": t.info.name,
+            "role": t.info.role,
+            "organizations": t.info.organizations,
+            "selectors": t.info.selectors,
+            "expires_at": t.info.expires_at,
+        });
+        audit(&mut tx, actor, "token.created", &t.info.id, None, details).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -62,17 +72,21 @@ impl TokenStore for SqliteStore {
         rows.iter().map(token_from_row).collect()
     }
 
-    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<TokenInfo> {
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>, actor: &Actor) -> StoreResult<TokenInfo> {
+        let mut tx = self.write().await?;
         let sql = format!(
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(at)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        token_from_row(&row)
+        let token = token_from_row(&row)?;
+        audit(&mut tx, actor, "token.revoked", id, None, serde_json::json!({"name": token.name})).await?;
+        tx.commit().await?;
+        Ok(token)
     }
 
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
@@ -92,5 +106,36 @@ impl TokenStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(found.is_some())
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let mut sql: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(
+            "SELECT id, at, actor, action, target, remote_addr, details FROM audit_log WHERE id > ",
+        );
+        sql.push_bind(q.after_id.unwrap_or(0));
+        if let Some(actor) = &q.actor {
+            sql.push(" AND actor = ").push_bind(actor.clone());
+        }
+        if let Some(selector) = &q.selector {
+            sql.push(" AND selector = ").push_bind(selector.clone());
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND at >= ").push_bind(since);
+        }
+        sql.push(" ORDER BY id LIMIT ").push_bind(i64::from(q.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    target: row.try_get("target")?,
+                    remote_addr: row.try_get("remote_addr")?,
+                    details: json(row, "details")?,
+                })
+            })
+            .collect()
     }
 }
