@@ -6,6 +6,7 @@ mod artifacts;
 mod cli;
 mod deployments;
 mod helpers;
+mod limits;
 mod operations;
 mod process;
 mod rollout;

@@ -58,6 +58,45 @@ pub struct Settings {
     pub bootstrap_token: Option<String>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub limits: Limits,
+}
+
+/// Bounds on what one request may ask of the server. The defaults are far
+/// above normal use; each answers with a specific 4xx when crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Artifacts in one plan (413).
+    pub max_plan_artifacts: usize,
+    /// Nesting of JSON arrays and objects in a request body (400).
+    pub max_json_depth: usize,
+    /// Values in one query string (400).
+    pub max_query_values: usize,
+    /// Seconds a client has to send its request headers.
+    pub header_timeout_secs: u64,
+    /// Size of a request's headers (431).
+    pub max_header_bytes: usize,
+    /// Seconds an upload may go without receiving a byte (408).
+    pub upload_idle_timeout_secs: u64,
+    /// Requests per second per token (or per address without one), sustained (429).
+    pub requests_per_second: u32,
+    /// Requests a token may make at once above that rate.
+    pub request_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_plan_artifacts: 10_000,
+            max_json_depth: 64,
+            max_query_values: 1_000,
+            header_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+            upload_idle_timeout_secs: 60,
+            requests_per_second: 200,
+            request_burst: 2_000,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -75,6 +114,7 @@ impl Default for Settings {
             insecure_no_auth: false,
             bootstrap_token: None,
             trusted_proxies: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -144,6 +184,7 @@ struct FileSettings {
     max_expansion_ratio: Option<u64>,
     webhooks: Option<Vec<WebhookSettings>>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    limits: Option<Limits>,
 }
 
 impl Settings {
@@ -180,6 +221,7 @@ impl Settings {
             insecure_no_auth: overrides.insecure_no_auth,
             bootstrap_token: overrides.bootstrap_token,
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
+            limits: file.limits.unwrap_or_default(),
         };
         settings.validate()?;
         Ok(settings)
@@ -199,6 +241,17 @@ impl Settings {
         }
         if matches!(&self.upload_secret, Some(s) if s.len() < 32) {
             anyhow::bail!("upload_secret must be at least 32 characters long");
+        }
+        let l = &self.limits;
+        if l.max_plan_artifacts == 0
+            || l.max_json_depth == 0
+            || l.max_query_values == 0
+            || l.requests_per_second == 0
+        {
+            anyhow::bail!("[limits] values must be at least 1");
+        }
+        if l.header_timeout_secs == 0 || l.upload_idle_timeout_secs == 0 {
+            anyhow::bail!("[limits] timeouts must be at least one second");
         }
         let mut names = std::collections::HashSet::new();
         for hook in &self.webhooks {

@@ -7,18 +7,36 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// `axum::Json`, answering malformed bodies with a clear problem.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let max_depth = state.settings.limits.max_json_depth;
+        let value: axum::Json<serde_json::Value> =
+            axum::Json::from_request(req, state).await.map_err(json_rejection)?;
+        // serde_json stops at 128 levels by itself; ours is stricter and says so.
+        if depth(&value.0) > max_depth {
+            return Err(ApiError::bad_request(
+                "json_too_deep",
+                format!("the JSON body nests deeper than {max_depth} levels"),
+            ));
         }
+        serde_json::from_value(value.0)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("the body does not match: {e}")))
+    }
+}
+
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -43,14 +61,23 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 /// which name the ones they accept.
 pub struct QueryPairs(pub Vec<(String, String)>);
 
-impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+impl FromRequestParts<AppState> for QueryPairs {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(query).map(Self).map_err(|e| {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
             ApiError::bad_request("invalid_query", format!("the query string is malformed: {e}"))
-        })
+        })?;
+        let values = pairs.iter().map(|(_, v)| v.split(',').count()).sum::<usize>();
+        let max = state.settings.limits.max_query_values;
+        if values > max {
+            return Err(ApiError::bad_request(
+                "too_many_query_values",
+                format!("the query holds {values} values; at most {max} are allowed"),
+            ));
+        }
+        Ok(Self(pairs))
     }
 }
 
@@ -79,10 +106,10 @@ impl QueryPairs {
 /// A JSON body that may also be left out entirely (`T::default()` then).
 pub struct OptionalJson<T>(pub T);
 
-impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let empty = req.headers().get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
             || (req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
                 && req.headers().get(axum::http::header::TRANSFER_ENCODING).is_none()

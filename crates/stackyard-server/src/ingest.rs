@@ -71,7 +71,17 @@ where
     let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
-    while let Some(chunk) = body.next().await {
+    let idle = std::time::Duration::from_secs(state.settings.limits.upload_idle_timeout_secs);
+    loop {
+        // A client that stops sending must not hold a connection and a spool file forever.
+        let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_timeout",
+                format!("no bytes arrived for {} seconds; the upload is abandoned", idle.as_secs()),
+            ));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request("upload_interrupted", format!("the upload body could not be read: {e}"))
         })?;

@@ -9,10 +9,12 @@ pub mod config;
 pub mod error;
 pub mod events;
 mod extract;
+mod http;
 mod ingest;
 pub mod metrics;
 mod pagination;
 pub mod presign;
+mod ratelimit;
 mod routes;
 mod state;
 pub mod telemetry;
@@ -157,8 +159,9 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             public_url: public_url.clone().into(),
             spool_dir,
-            settings: Arc::new(settings),
             events: EventNotifier::new(),
+            rate_limiter: ratelimit::RateLimiter::new(&settings.limits),
+            settings: Arc::new(settings),
         };
         Ok(Self { listener, router: router(state.clone()), state, local_addr, public_url })
     }
@@ -185,10 +188,12 @@ impl Application {
             stop.clone(),
         );
         tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on http://{}", self.local_addr);
-        let served =
-            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown)
-                .await;
+        let limits = self.state.settings.limits;
+        let connection_limits = http::ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(limits.header_timeout_secs),
+            max_header_bytes: limits.max_header_bytes,
+        };
+        let served = http::serve(self.listener, self.router, connection_limits, shutdown).await;
         stop.cancel();
         for dispatcher in dispatchers {
             dispatcher.await.ok();
@@ -228,6 +233,7 @@ pub fn router(state: AppState) -> Router {
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(max_body))

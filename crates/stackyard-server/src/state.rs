@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::events::EventNotifier;
 use crate::metrics::Metrics;
 use crate::presign::UploadSigner;
+use crate::ratelimit::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,4 +24,5 @@ pub struct AppState {
     pub spool_dir: PathBuf,
     /// Wakes the event dispatchers after a change wrote an event.
     pub events: EventNotifier,
+    pub rate_limiter: RateLimiter,
 }

@@ -147,6 +147,18 @@ fn deployment_missing(selector: &Selector) -> impl Fn(StoreError) -> ApiError + 
     }
 }
 
+fn check_plan_size(state: &AppState, artifacts: usize) -> ApiResult<()> {
+    let max = state.settings.limits.max_plan_artifacts;
+    if artifacts > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "plan_too_large",
+            format!("the plan has {artifacts} artifacts; at most {max} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Deployments outside the token's scope answer 404, as if they did not
 /// exist. `new_organization` is the organization a write would give it.
 async fn check_scope(
@@ -218,6 +230,7 @@ async fn write_deployment(
     let selector = parse_selector(&request.selector)?;
     let organization = request.organization.as_deref().map(parse_organization).transpose()?;
     check_scope(&state, principal, &selector, organization.as_ref()).await?;
+    check_plan_size(&state, request.deployment_plan.artifacts.len())?;
     let mut artifacts = Vec::with_capacity(request.deployment_plan.artifacts.len());
     let mut problems = Vec::new();
     for item in &request.deployment_plan.artifacts {
@@ -274,6 +287,11 @@ async fn pin_artifact(
     let selector = parse_selector(&selector)?;
     check_scope(&state, principal, &selector, None).await?;
     let artifact_key = parse_key(&key)?;
+    if let Ok(current) = state.store.get_deployment(&selector).await
+        && !current.artifacts.iter().any(|a| a.artifact_key == artifact_key.as_str())
+    {
+        check_plan_size(&state, current.artifacts.len() + 1)?;
+    }
     let version = pin
         .version
         .as_ref()
