@@ -38,6 +38,12 @@ pub struct ServeArgs {
     /// Default: one is generated, printed once and written to <data-dir>/admin.token.
     #[arg(long, env = "STACKYARD_BOOTSTRAP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     bootstrap_token: Option<String>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "STACKYARD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STACKYARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -50,6 +56,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upload_secret: args.upload_secret,
         insecure_no_auth: args.insecure_no_auth,
         bootstrap_token: args.bootstrap_token,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let settings = Settings::load(args.config.as_deref(), overrides)?;
     telemetry::init(settings.log_format);

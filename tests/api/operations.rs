@@ -117,3 +117,35 @@ async fn requests_carry_a_request_id() {
     let mine = app.client.get(app.at("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
     assert_eq!(mine.headers()["x-request-id"], "abc-123");
 }
+
+#[tokio::test]
+async fn serves_https_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let app = TestApp::spawn_with(|s| s.tls = Some((cert.clone(), key.clone()))).await;
+    assert!(app.url.starts_with("https://"), "{}", app.url);
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let health: Value = client.get(app.at("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let presigned: Value = client
+        .post(app.at("/presigned_url"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(presigned["url"].as_str().unwrap().starts_with("https://"), "presigned URLs use https");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = reqwest::get(app.url.replace("https://", "http://") + "/healthz").await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}

@@ -59,6 +59,8 @@ pub struct Settings {
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub limits: Limits,
+    /// PEM certificate chain and key: serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Bounds on what one request may ask of the server. The defaults are far
@@ -115,6 +117,7 @@ impl Default for Settings {
             bootstrap_token: None,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -165,6 +168,8 @@ pub struct Overrides {
     pub upload_secret: Option<String>,
     pub insecure_no_auth: bool,
     pub bootstrap_token: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file's shape. Unknown keys are an error, so a typo is not
@@ -185,6 +190,8 @@ struct FileSettings {
     webhooks: Option<Vec<WebhookSettings>>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
     limits: Option<Limits>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -222,6 +229,11 @@ impl Settings {
             bootstrap_token: overrides.bootstrap_token,
             trusted_proxies: file.trusted_proxies.unwrap_or_default(),
             limits: file.limits.unwrap_or_default(),
+            tls: match (overrides.tls_cert.or(file.tls_cert), overrides.tls_key.or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+            },
         };
         settings.validate()?;
         Ok(settings)

@@ -106,6 +106,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     local_addr: SocketAddr,
     public_url: String,
 }
@@ -151,7 +152,12 @@ impl Application {
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
         let local_addr = listener.local_addr()?;
-        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(http::tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
         let state = AppState {
             store: Arc::new(store) as Arc<dyn MetadataStore>,
             blobs: Arc::new(blobs),
@@ -163,7 +169,7 @@ impl Application {
             rate_limiter: ratelimit::RateLimiter::new(&settings.limits),
             settings: Arc::new(settings),
         };
-        Ok(Self { listener, router: router(state.clone()), state, local_addr, public_url })
+        Ok(Self { listener, router: router(state.clone()), state, local_addr, public_url, tls })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -187,13 +193,14 @@ impl Application {
             &self.state.events,
             stop.clone(),
         );
-        tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on http://{}", self.local_addr);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on {scheme}://{}", self.local_addr);
         let limits = self.state.settings.limits;
         let connection_limits = http::ConnectionLimits {
             header_timeout: std::time::Duration::from_secs(limits.header_timeout_secs),
             max_header_bytes: limits.max_header_bytes,
         };
-        let served = http::serve(self.listener, self.router, connection_limits, shutdown).await;
+        let served = http::serve(self.listener, self.router, connection_limits, self.tls, shutdown).await;
         stop.cancel();
         for dispatcher in dispatchers {
             dispatcher.await.ok();
