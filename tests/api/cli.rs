@@ -415,3 +415,37 @@ async fn the_readme_walk_through_runs() {
     );
     assert!(ran >= 8, "the walk-through has its commands ({ran})");
 }
+
+#[tokio::test]
+async fn tokens_are_managed_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = run(
+        &app,
+        d,
+        &["token", "create", "--name", "ci", "--role", "publisher", "--selector", "prod/*", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    let (id, secret) = (created["id"].as_str().unwrap(), created["token"].as_str().unwrap());
+    let listed = run(&app, d, &["token", "ls"]).await.ok().stdout;
+    assert!(listed.contains(id) && listed.contains("publisher") && listed.contains("prod/*"), "{listed}");
+    assert!(!listed.contains(secret), "listings never show secrets");
+
+    let mut as_ci = command(&app, d, &["artifacts", "ls"]);
+    as_ci.env("STACKYARD_TOKEN", secret);
+    assert!(as_ci.output().await.unwrap().status.success());
+    let mut forbidden = command(&app, d, &["token", "ls"]);
+    forbidden.env("STACKYARD_TOKEN", secret);
+    assert_eq!(forbidden.output().await.unwrap().status.code(), Some(6), "a publisher cannot manage tokens");
+
+    run(&app, d, &["token", "revoke", id]).await.ok();
+    let mut revoked = command(&app, d, &["artifacts", "ls"]);
+    revoked.env("STACKYARD_TOKEN", secret);
+    let output = revoked.output().await.unwrap();
+    assert_eq!(output.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("revoked"));
+    assert_eq!(run(&app, d, &["token", "create", "--name", "x", "--role", "root"]).await.code, 4);
+}
