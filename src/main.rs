@@ -322,7 +322,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Openapi => {
-            println!("{}", stackyard_server::openapi().to_pretty_json().expect("the document serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&stackyard_server::openapi()).expect("the document serialises")
+            );
             ExitCode::SUCCESS
         }
         Command::Completions { shell } => {

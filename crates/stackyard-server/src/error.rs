@@ -130,6 +130,11 @@ impl From<StoreError> for ApiError {
                 "revision_superseded",
                 "a newer revision has replaced this one; report on the current revision's status id",
             ),
+            StoreError::LastAdmin => Self::new(
+                StatusCode::CONFLICT,
+                "last_admin_token",
+                "this is the last active admin token; create another admin token before revoking it",
+            ),
             StoreError::ReportRefused(ReportRefusal::DependenciesNotReady(waiting)) => Self::new(
                 StatusCode::CONFLICT,
                 "dependencies_not_ready",

@@ -12,6 +12,7 @@ mod extract;
 mod http;
 mod ingest;
 pub mod metrics;
+mod openapi;
 mod pagination;
 pub mod presign;
 mod ratelimit;
@@ -86,19 +87,20 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The router and its OpenAPI document, built from the same route list.
-pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+pub fn api() -> (Router<AppState>, serde_json::Value) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::uploads::router())
         .merge(routes::artifacts::router())
         .merge(routes::deployments::router())
         .merge(routes::tokens::router())
         .merge(routes::audit::router())
         .merge(routes::ops::router())
-        .split_for_parts()
+        .split_for_parts();
+    (router, openapi::finish(doc))
 }
 
 /// The OpenAPI document `GET /openapi.json` serves.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     api().1
 }
 
@@ -237,7 +239,7 @@ pub fn router(state: AppState) -> Router {
             .unwrap_or("-");
         tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
     };
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    api.merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))

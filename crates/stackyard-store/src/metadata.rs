@@ -32,6 +32,8 @@ pub enum StoreError {
     NotInPlan,
     #[error("the revision is no longer current")]
     Superseded,
+    #[error("this is the last active admin token")]
+    LastAdmin,
     #[error("the report is refused")]
     ReportRefused(crate::rollout::ReportRefusal),
     #[error("database error: {0}")]
@@ -218,7 +220,8 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<TokenInfo>>;
     /// Tokens by id, after `after`.
     async fn list_tokens(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<TokenInfo>>;
-    /// Revokes at once; `NotFound` for an unknown id.
+    /// Revokes at once; `NotFound` for an unknown id, `LastAdmin` rather
+    /// than leave no active admin token.
     async fn revoke_token(&self, id: &str, at: DateTime<Utc>, actor: &Actor) -> StoreResult<TokenInfo>;
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
     /// Whether an admin token that is neither revoked nor expired exists.

@@ -274,16 +274,20 @@ async fn tokens_are_found_by_hash_and_revoked(store: &dyn MetadataStore) {
     assert_eq!(store.token_by_hash("hash-1").await.unwrap().unwrap().selectors, ["prod/*"]);
     assert!(store.token_by_hash("hash-2").await.unwrap().is_none());
     let duplicate = TokenRecord {
-        info: stackyard_api::TokenInfo { id: "tok_2".into(), ..info },
+        info: stackyard_api::TokenInfo { id: "tok_2".into(), ..info.clone() },
         secret_hash: "hash-1".into(),
     };
     assert!(store.create_token(&duplicate, &tester()).await.is_err(), "secret hashes are unique");
     store.touch_token("tok_1", now).await.unwrap();
+    assert!(matches!(store.revoke_token("tok_1", now, &tester()).await, Err(StoreError::LastAdmin)));
+    let second = stackyard_api::TokenInfo { id: "tok_3".into(), ..info.clone() };
+    store.create_token(&TokenRecord { info: second, secret_hash: "hash-3".into() }, &tester()).await.unwrap();
     let revoked = store.revoke_token("tok_1", now, &tester()).await.unwrap();
     assert!(revoked.revoked_at.is_some() && revoked.last_used_at.is_some());
-    assert!(!store.has_active_admin(now).await.unwrap());
+    assert!(store.has_active_admin(now).await.unwrap(), "tok_3 is left");
+    assert!(matches!(store.revoke_token("tok_3", now, &tester()).await, Err(StoreError::LastAdmin)));
     assert!(matches!(store.revoke_token("tok_9", now, &tester()).await, Err(StoreError::NotFound)));
-    assert_eq!(store.list_tokens(None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.list_tokens(None, 10).await.unwrap().len(), 2);
 }
 
 async fn changes_are_audited_with_their_transaction(store: &dyn MetadataStore) {

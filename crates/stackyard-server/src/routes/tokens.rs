@@ -140,6 +140,7 @@ async fn list_tokens(
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is the last active admin token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn revoke_token(

@@ -84,6 +84,16 @@ impl AccessStore for SqliteStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let token = token_from_row(&row)?;
+        let admins_left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tokens WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await?;
+        if token.role == "admin" && admins_left == 0 {
+            // Rolled back: nobody could manage tokens through the API any more.
+            return Err(StoreError::LastAdmin);
+        }
         audit(&mut tx, actor, "token.revoked", id, None, serde_json::json!({"name": token.name})).await?;
         tx.commit().await?;
         Ok(token)
