@@ -83,16 +83,6 @@ pub async fn create_offline(ctx: &Context, data_dir: &Path, request: TokenReques
     let record = stackyard_server::auth::token_record(&secret, request.name.trim(), role, &scope, expires_at);
     let actor = stackyard_store::Actor { name: "stackyard admin".into(), token_id: None, remote_addr: None };
     store.create_token(&record, &actor).await.map_err(|e| CliError::new(Exit::Failed, e.to_string()))?;
-    let info = record.info;
-    let created = TokenCreated {
-        id: info.id,
-        token: secret,
-        name: info.name,
-        role: info.role,
-        organizations: info.organizations,
-        selectors: info.selectors,
-        expires_at: info.expires_at,
-        created_at: info.created_at,
-    };
+    let created = stackyard_server::auth::token_created(record.info, secret);
     ctx.emit(&created, show_created)
 }

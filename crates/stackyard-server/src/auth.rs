@@ -125,6 +125,20 @@ pub fn token_record(
     }
 }
 
+/// The answer to a token's creation: its record, with the secret shown this once.
+pub fn token_created(info: TokenInfo, secret: String) -> stackyard_api::TokenCreated {
+    stackyard_api::TokenCreated {
+        id: info.id,
+        token: secret,
+        name: info.name,
+        role: info.role,
+        organizations: info.organizations,
+        selectors: info.selectors,
+        expires_at: info.expires_at,
+        created_at: info.created_at,
+    }
+}
+
 fn unauthorized(detail: &str) -> Response {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail).into_response()
 }

@@ -308,11 +308,10 @@ async fn artifact_dependents(
     caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<axum::Json<Dependents>> {
-    caller.require(Access::Read)?;
+    let principal = caller.require(Access::Read)?;
     let key = parse_key(&key)?;
     state.store.get_artifact(&key).await.map_err(artifact_missing(&key))?;
     let mut dependents = state.store.dependents(&key).await?;
-    let principal = caller.require(Access::Read)?;
     if !principal.scope.is_unlimited() {
         // Only the deployments the token may see.
         let query = stackyard_store::DeploymentQuery {

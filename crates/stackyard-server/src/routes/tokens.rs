@@ -46,17 +46,7 @@ async fn create_token(
     let secret = auth::new_secret();
     let record = auth::token_record(&secret, request.name.trim(), role, &scope, expires_at);
     state.store.create_token(&record, &caller.actor()).await?;
-    let info = record.info;
-    let created = TokenCreated {
-        id: info.id,
-        token: secret,
-        name: info.name,
-        role: info.role,
-        organizations: info.organizations,
-        selectors: info.selectors,
-        expires_at: info.expires_at,
-        created_at: info.created_at,
-    };
+    let created = auth::token_created(record.info, secret);
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
