@@ -2,7 +2,8 @@
 //!
 //! Like S3: a POST upload carries a base64 JSON *policy* (expiry, upload id,
 //! size range) and an HMAC-SHA256 signature over it; a PUT URL carries its
-//! expiry and a signature over method, upload id and expiry in the query.
+//! expiry and a signature over method, upload id, expiry and size range in the
+//! query.
 //! The signature makes the URL a capability: knowing an upload id (which
 //! `GET /uploads/{id}` shows) is not enough to upload.
 
@@ -107,12 +108,17 @@ impl UploadSigner {
         serde_json::from_slice(&STANDARD.decode(encoded).ok()?).ok()
     }
 
-    pub fn sign_put(&self, upload_id: &str, expires: i64) -> String {
-        self.sign(&["PUT", upload_id, &expires.to_string()])
+    /// A PUT URL's signature: method, upload id, expiry and the allowed size
+    /// range (which the server reads back from the upload it stored).
+    pub fn sign_put(&self, upload_id: &str, expires: i64, min: u64, max: u64) -> String {
+        self.sign(&["PUT", upload_id, &expires.to_string(), &min.to_string(), &max.to_string()])
     }
 
-    pub fn verify_put(&self, upload_id: &str, expires: i64, signature_hex: &str) -> bool {
-        self.verify(&["PUT", upload_id, &expires.to_string()], signature_hex)
+    pub fn verify_put(&self, upload_id: &str, expires: i64, min: u64, max: u64, signature_hex: &str) -> bool {
+        self.verify(
+            &["PUT", upload_id, &expires.to_string(), &min.to_string(), &max.to_string()],
+            signature_hex,
+        )
     }
 }
 
@@ -151,9 +157,10 @@ mod tests {
     #[test]
     fn put_signatures_bind_id_and_expiry() {
         let signer = UploadSigner::new(b"k".repeat(32));
-        let sig = signer.sign_put("abc", 100);
-        assert!(signer.verify_put("abc", 100, &sig));
-        assert!(!signer.verify_put("abd", 100, &sig));
-        assert!(!signer.verify_put("abc", 101, &sig));
+        let sig = signer.sign_put("abc", 100, 1, 50);
+        assert!(signer.verify_put("abc", 100, 1, 50, &sig));
+        assert!(!signer.verify_put("abd", 100, 1, 50, &sig));
+        assert!(!signer.verify_put("abc", 101, 1, 50, &sig));
+        assert!(!signer.verify_put("abc", 100, 1, 51, &sig), "the size range is bound too");
     }
 }

@@ -177,7 +177,7 @@ async fn presign(
             }
         }
         UploadMethod::Put => {
-            let signature = state.signer.sign_put(&upload_id, expires_at.timestamp());
+            let signature = state.signer.sign_put(&upload_id, expires_at.timestamp(), min_size, max_size);
             let url = format!("{url}?expires={}&signature={signature}", expires_at.timestamp());
             let headers =
                 BTreeMap::from([("Content-Type".to_string(), "application/octet-stream".to_string())]);
@@ -458,7 +458,8 @@ async fn put_upload(
             "the URL lacks its 'expires' and 'signature' parameters",
         ));
     };
-    if !state.signer.verify_put(&upload_id, expires, signature) {
+    let (min, max) = (pending.upload.min_size, pending.upload.max_size);
+    if !state.signer.verify_put(&upload_id, expires, min, max, signature) {
         return Err(bad_signature());
     }
     if expires <= Utc::now().timestamp() {
