@@ -55,11 +55,15 @@ enum Command {
     ///
     /// With no configuration it keeps its metadata in an SQLite file and the
     /// packages on local disk, both under ./stackyard-data, created on first
-    /// start. Each flag can also be set through the environment variable
-    /// shown, or in the TOML file given with --config; flags win over the
-    /// environment, which wins over the file.
+    /// start. To run several replicas, point them all at one PostgreSQL
+    /// (--database-url), one S3-compatible bucket (--blob-store, --s3-endpoint,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) and, for events,
+    /// NATS JetStream (--nats-url) or webhooks (in the file). Each flag can
+    /// also be set through the environment variable shown, or in the TOML
+    /// file given with --config; flags win over the environment, which wins
+    /// over the file.
     #[command(
-        after_help = "Examples:\n  stackyard serve\n  stackyard serve --listen 0.0.0.0:8080 --public-url https://stackyard.example.com\n  STACKYARD_DATA_DIR=/var/lib/stackyard stackyard serve --log-format json"
+        after_help = "Examples:\n  stackyard serve\n  stackyard serve --listen 0.0.0.0:8080 --public-url https://stackyard.example.com\n  STACKYARD_DATA_DIR=/var/lib/stackyard stackyard serve --log-format json\n  STACKYARD_DATABASE_URL=postgres://stackyard@db/stackyard STACKYARD_BLOB_STORE=s3://packages/stackyard \\\n    STACKYARD_S3_ENDPOINT=http://minio:9000 STACKYARD_NATS_URL=nats://nats:4222 stackyard serve --listen 0.0.0.0:8080"
     )]
     Serve(serve::ServeArgs),
     /// Print the OpenAPI document of the HTTP API (as served at /openapi.json).
@@ -261,6 +265,9 @@ enum AdminTokenCommand {
         token: NewToken,
         #[arg(long, env = "STACKYARD_DATA_DIR", default_value = "./stackyard-data")]
         data_dir: PathBuf,
+        /// The database, when not the data dir's SQLite file: sqlite://PATH or postgres://...
+        #[arg(long, env = "STACKYARD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+        database_url: Option<stackyard_server::storage::DatabaseUrl>,
     },
 }
 
@@ -415,8 +422,8 @@ async fn client_command(cli: Cli) -> CliResult {
             TokenCommand::Ls => cli::token::list(&ctx).await,
             TokenCommand::Revoke { id } => cli::token::revoke(&ctx, &id).await,
         },
-        Command::Admin(AdminCommand::Token(AdminTokenCommand::Create { token, data_dir })) => {
-            cli::token::create_offline(&ctx, &data_dir, token.request()).await
+        Command::Admin(AdminCommand::Token(AdminTokenCommand::Create { token, data_dir, database_url })) => {
+            cli::token::create_offline(&ctx, &data_dir, database_url, token.request()).await
         }
         Command::Graph { selector, format } => cli::graph::graph(&ctx, &selector, format).await,
         Command::Serve(_) | Command::Openapi | Command::Completions { .. } => {

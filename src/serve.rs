@@ -44,6 +44,19 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "STACKYARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Metadata database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE
+    /// [default: the SQLite file <data-dir>/stackyard.db].
+    #[arg(long, env = "STACKYARD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Package store: file://DIR or s3://BUCKET/PREFIX [default: file://<data-dir>/blobs].
+    #[arg(long, env = "STACKYARD_BLOB_STORE", value_name = "URL")]
+    blob_store: Option<String>,
+    /// An S3-compatible server's URL (MinIO, R2, ...), addressed path-style [default: AWS S3].
+    #[arg(long, env = "STACKYARD_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// Publish events to NATS JetStream at this URL.
+    #[arg(long, env = "STACKYARD_NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -58,6 +71,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bootstrap_token: args.bootstrap_token,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        database_url: args.database_url,
+        blob_store: args.blob_store,
+        s3_endpoint: args.s3_endpoint,
+        nats_url: args.nats_url,
+        // Credentials come from the environment or the file only, never a flag.
+        aws_access_key_id: env("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        aws_region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
     };
     let settings = Settings::load(args.config.as_deref(), overrides)?;
     telemetry::init(settings.log_format);
@@ -68,6 +89,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

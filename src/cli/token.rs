@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use stackyard_api::{TokenCreated, TokenRequest};
-use stackyard_store::{AccessStore, SqliteStore};
+use stackyard_server::storage::{self, DatabaseUrl};
+use stackyard_store::AccessStore;
 
 use super::{CliError, CliResult, Context, Exit, table};
 
@@ -67,18 +68,32 @@ pub async fn revoke(ctx: &Context, id: &str) -> CliResult {
     Ok(())
 }
 
-/// Creates a token directly in the data dir's database, without the server:
-/// the way back in when every admin token is lost.
-pub async fn create_offline(ctx: &Context, data_dir: &Path, request: TokenRequest) -> CliResult {
+/// Creates a token directly in the database (the data dir's SQLite file, or
+/// `database`), without the server: the way back in when every admin token is lost.
+pub async fn create_offline(
+    ctx: &Context,
+    data_dir: &Path,
+    database: Option<DatabaseUrl>,
+    request: TokenRequest,
+) -> CliResult {
     let (role, scope, expires_at) =
         stackyard_server::check_token_request(&request).map_err(|e| CliError::usage(e.problem().detail))?;
-    let db = data_dir.join("stackyard.db");
-    if !db.exists() {
-        return Err(CliError::usage(format!("{} has no database: is --data-dir right?", data_dir.display())));
-    }
-    let store = SqliteStore::open(&db)
+    let database = match database {
+        Some(url) => url,
+        None => {
+            let db = data_dir.join("stackyard.db");
+            if !db.exists() {
+                return Err(CliError::usage(format!(
+                    "{} has no database: is --data-dir right?",
+                    data_dir.display()
+                )));
+            }
+            DatabaseUrl::Sqlite(db)
+        }
+    };
+    let store = storage::open_metadata(Some(&database), data_dir, 1)
         .await
-        .map_err(|e| CliError::new(Exit::Failed, format!("opening {}: {e}", db.display())))?;
+        .map_err(|e| CliError::new(Exit::Failed, format!("{e:#}")))?;
     let secret = stackyard_server::auth::new_secret();
     let record = stackyard_server::auth::token_record(&secret, request.name.trim(), role, &scope, expires_at);
     let actor = stackyard_store::Actor { name: "stackyard admin".into(), token_id: None, remote_addr: None };

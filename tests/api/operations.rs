@@ -8,7 +8,11 @@ use crate::helpers::*;
 async fn health_and_readiness() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get_json("/healthz").await, json!({"status": "ok"}));
-    assert_eq!(app.get_json("/readyz").await, json!({"status": "ok"}));
+    assert_eq!(
+        app.get_json("/readyz").await,
+        json!({"status": "ok", "checks": {"metadata": "ok", "blobs": "ok"}}),
+        "each dependency is reported"
+    );
 }
 
 #[tokio::test]
@@ -19,7 +23,9 @@ async fn readiness_reports_a_broken_blob_store() {
     std::fs::write(&blobs, b"not a directory").unwrap();
     let response = app.get("/readyz").await;
     assert_eq!(response.status(), 503);
-    assert_eq!(response.json::<Value>().await.unwrap()["checks"]["blobs"], "unavailable");
+    let body = response.json::<Value>().await.unwrap();
+    assert_eq!(body["checks"]["blobs"], "unavailable");
+    assert_eq!(body["checks"]["metadata"], "ok");
 }
 
 #[tokio::test]

@@ -235,7 +235,13 @@ pub async fn bootstrap_admin(
         None => (new_secret(), true),
     };
     let record = token_record(&secret, "bootstrap admin", Role::Admin, &Scope::default(), None);
-    store.create_token(&record, &Actor::system()).await?;
+    if let Err(e) = store.create_token(&record, &Actor::system()).await {
+        // Replicas starting together race here; one creating it is enough.
+        if store.has_active_admin(Utc::now()).await? {
+            return Ok(());
+        }
+        return Err(e.into());
+    }
     if generated {
         let path = data_dir.join("admin.token");
         std::fs::remove_file(&path).ok();

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use stackyard_core::PackageLimits;
 
 use crate::events::WebhookSettings;
+pub use crate::storage::{BlobStoreUrl, DatabaseUrl, Downloads, NatsSettings, S3Settings};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./stackyard-data";
@@ -61,6 +62,17 @@ pub struct Settings {
     pub limits: Limits,
     /// PEM certificate chain and key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where metadata lives; `None`: the SQLite file in the data dir.
+    pub database: Option<DatabaseUrl>,
+    /// Connections each process keeps to PostgreSQL.
+    pub database_max_connections: u32,
+    /// Where packages live; `None`: `blobs/` in the data dir.
+    pub blob_store: Option<BlobStoreUrl>,
+    pub s3: S3Settings,
+    /// The NATS JetStream sink, when configured.
+    pub nats: Option<NatsSettings>,
+    /// How often direct uploads that nobody completed are looked for.
+    pub upload_sweep_interval_secs: u64,
 }
 
 /// Bounds on what one request may ask of the server. The defaults are far
@@ -118,6 +130,12 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             tls: None,
+            database: None,
+            database_max_connections: stackyard_store::sql::DEFAULT_POSTGRES_CONNECTIONS,
+            blob_store: None,
+            s3: S3Settings::default(),
+            nats: None,
+            upload_sweep_interval_secs: 30,
         }
     }
 }
@@ -170,6 +188,13 @@ pub struct Overrides {
     pub bootstrap_token: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub blob_store: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub aws_region: Option<String>,
+    pub nats_url: Option<String>,
 }
 
 /// The TOML file's shape. Unknown keys are an error, so a typo is not
@@ -192,6 +217,18 @@ struct FileSettings {
     limits: Option<Limits>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    blob_store: Option<String>,
+    s3_endpoint: Option<String>,
+    aws_access_key_id: Option<String>,
+    aws_secret_access_key: Option<String>,
+    aws_region: Option<String>,
+    s3_downloads: Option<Downloads>,
+    nats_url: Option<String>,
+    nats_subject_prefix: Option<String>,
+    nats_stream: Option<String>,
+    upload_sweep_interval_secs: Option<u64>,
 }
 
 impl Settings {
@@ -234,6 +271,39 @@ impl Settings {
                 (None, None) => None,
                 _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
             },
+            database: overrides
+                .database_url
+                .or(file.database_url)
+                .map(|url| url.parse::<DatabaseUrl>())
+                .transpose()
+                .context("STACKYARD_DATABASE_URL (database_url)")?,
+            database_max_connections: file
+                .database_max_connections
+                .unwrap_or(defaults.database_max_connections),
+            blob_store: overrides
+                .blob_store
+                .or(file.blob_store)
+                .map(|url| url.parse::<BlobStoreUrl>())
+                .transpose()
+                .context("STACKYARD_BLOB_STORE (blob_store)")?,
+            s3: S3Settings {
+                endpoint: overrides
+                    .s3_endpoint
+                    .or(file.s3_endpoint)
+                    .map(|u| u.trim_end_matches('/').to_string()),
+                access_key_id: overrides.aws_access_key_id.or(file.aws_access_key_id),
+                secret_access_key: overrides.aws_secret_access_key.or(file.aws_secret_access_key),
+                region: overrides.aws_region.or(file.aws_region).unwrap_or_else(|| "us-east-1".into()),
+                downloads: file.s3_downloads.unwrap_or_default(),
+            },
+            nats: overrides.nats_url.or(file.nats_url).map(|url| NatsSettings {
+                url,
+                subject_prefix: file.nats_subject_prefix.unwrap_or_else(|| "stackyard.events".into()),
+                stream: file.nats_stream.unwrap_or_else(|| "STACKYARD_EVENTS".into()),
+            }),
+            upload_sweep_interval_secs: file
+                .upload_sweep_interval_secs
+                .unwrap_or(defaults.upload_sweep_interval_secs),
         };
         settings.validate()?;
         Ok(settings)
@@ -264,6 +334,26 @@ impl Settings {
         }
         if l.header_timeout_secs == 0 || l.upload_idle_timeout_secs == 0 {
             anyhow::bail!("[limits] timeouts must be at least one second");
+        }
+        if self.database_max_connections == 0 || self.upload_sweep_interval_secs == 0 {
+            anyhow::bail!("database_max_connections and upload_sweep_interval_secs must be at least 1");
+        }
+        if let Some(endpoint) = &self.s3.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            anyhow::bail!("STACKYARD_S3_ENDPOINT must start with http:// or https://, got '{endpoint}'");
+        }
+        if let Some(nats) = &self.nats {
+            let prefix_ok = !nats.subject_prefix.is_empty()
+                && nats.subject_prefix.split('.').all(|t| !t.is_empty() && !t.contains(['*', '>', ' ']));
+            if !prefix_ok {
+                anyhow::bail!("nats_subject_prefix must be dot-separated tokens without wildcards or spaces");
+            }
+            if nats.stream.is_empty() || nats.stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+                anyhow::bail!(
+                    "nats_stream must be a JetStream stream name (no '.', '*', '>', spaces or slashes)"
+                );
+            }
         }
         let mut names = std::collections::HashSet::new();
         for hook in &self.webhooks {

@@ -5,6 +5,11 @@
 //! presigned upload allowed, inspected, moved into the blob store and only
 //! then registered. Any failure removes the spool file and marks the upload
 //! rejected: nothing half-registered is ever left behind.
+//!
+//! Uploads a client sent straight to an object store go the same way: the
+//! staged object is streamed through the same checks, then copied to its
+//! digest inside the store (its bytes do not travel back), and the staged
+//! object is removed whatever the outcome.
 
 use std::path::PathBuf;
 
@@ -16,8 +21,9 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use stackyard_core::package::{self, PackageError};
 use stackyard_core::{Digest, ManifestError};
-use stackyard_store::{Actor, NewVersion, Registered, UploadRecord};
+use stackyard_store::{Actor, DirectUploads, NewVersion, Registered, StoreError, UploadRecord};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -36,8 +42,61 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
+    receive_into(state, upload, body, actor, Keep::Spool).await
+}
+
+/// Where verified bytes are kept.
+#[derive(Clone, Copy)]
+enum Keep<'a> {
+    /// Move the spool file into the blob store.
+    Spool,
+    /// Copy the staged object to its digest, inside the object store.
+    Staged(&'a dyn DirectUploads),
+}
+
+/// Processes a direct upload the caller has claimed, from its staged object.
+pub async fn receive_direct(
+    state: &AppState,
+    upload: &UploadRecord,
+    actor: &Actor,
+) -> Result<Registered, ApiError> {
+    let direct =
+        state.blobs.direct().ok_or_else(|| ApiError::internal("direct upload without an object store"))?;
+    let upload_id = &upload.upload.upload_id;
+    let result = match direct.read_staged(upload_id).await {
+        Ok(body) => receive_into(state, upload, body, actor, Keep::Staged(direct)).await,
+        Err(e) => {
+            let error = ApiError::internal(format!("reading the staged upload: {e}"));
+            record_rejection(state, upload_id, &error).await;
+            Err(error)
+        }
+    };
+    if let Err(e) = direct.discard(upload_id).await {
+        tracing::warn!(upload_id, error = %e, "removing the staged upload failed");
+    }
+    result
+}
+
+async fn record_rejection(state: &AppState, upload_id: &str, error: &ApiError) {
+    let problem = serde_json::to_value(error.problem()).expect("problems serialise");
+    if let Err(e) = state.store.reject_upload(upload_id, &problem).await {
+        tracing::error!(error = %e, "recording the upload's rejection failed");
+    }
+}
+
+async fn receive_into<S, E>(
+    state: &AppState,
+    upload: &UploadRecord,
+    body: S,
+    actor: &Actor,
+    keep: Keep<'_>,
+) -> Result<Registered, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let spool = SpoolFile(state.spool_dir.join(format!("{}.part", upload.upload.upload_id)));
-    let result = process(state, upload, body, &spool.0, actor).await;
+    let result = process(state, upload, body, &spool.0, actor, keep).await;
     match &result {
         Ok((registered, size)) => {
             let outcome = if registered.created { "created" } else { "existing" };
@@ -45,10 +104,7 @@ where
         }
         Err(error) => {
             state.metrics.record_upload("rejected", 0);
-            let problem = serde_json::to_value(error.problem()).expect("problems serialise");
-            if let Err(e) = state.store.reject_upload(&upload.upload.upload_id, &problem).await {
-                tracing::error!(error = %e, "recording the upload's rejection failed");
-            }
+            record_rejection(state, &upload.upload.upload_id, error).await;
         }
     }
     drop(spool);
@@ -61,6 +117,7 @@ async fn process<S, E>(
     mut body: S,
     spool: &std::path::Path,
     actor: &Actor,
+    keep: Keep<'_>,
 ) -> Result<(Registered, u64), ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -123,7 +180,11 @@ where
     // Always moved in, even when a version has these bytes already: that
     // version may be being deleted right now, and renaming identical content
     // over itself is harmless.
-    state.blobs.put_file(&digest, spool).await.map_err(ApiError::internal)?;
+    match keep {
+        Keep::Spool => state.blobs.put_file(&digest, spool).await,
+        Keep::Staged(direct) => direct.promote(&limits.upload_id, &digest).await,
+    }
+    .map_err(ApiError::internal)?;
     let mut labels = info.manifest.labels.clone();
     labels.extend(limits.labels.clone());
     let version = NewVersion {
@@ -182,4 +243,50 @@ impl Drop for SpoolFile {
             tracing::warn!(path = %self.0.display(), error = %e, "removing a spool file failed");
         }
     }
+}
+
+/// Processes direct uploads whose client uploaded but never called
+/// `POST /uploads/{id}/complete`. Every replica may run it: claiming an
+/// upload succeeds once.
+pub async fn sweep_direct_uploads(state: AppState, stop: CancellationToken) {
+    let interval = std::time::Duration::from_secs(state.settings.upload_sweep_interval_secs);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(e) = sweep_once(&state).await {
+            tracing::warn!(error = %e.detail, "sweeping pending uploads failed");
+        }
+    }
+}
+
+async fn sweep_once(state: &AppState) -> Result<(), ApiError> {
+    let Some(direct) = state.blobs.direct() else { return Ok(()) };
+    // Uploads that expired a while ago had their chance: S3 refused them after expiry.
+    let since = Utc::now() - chrono::Duration::hours(1);
+    for upload in state.store.pending_direct_uploads(since, 100).await? {
+        let id = &upload.upload.upload_id;
+        let Some(staged) = direct.staged(id).await.map_err(ApiError::internal)? else { continue };
+        match state.store.claim_upload(id, staged.last_modified).await {
+            Ok(claimed) => {
+                let actor = Actor {
+                    name: claimed.upload.created_by.clone().unwrap_or_else(|| "anonymous".into()),
+                    token_id: None,
+                    remote_addr: None,
+                };
+                match receive_direct(state, &claimed, &actor).await {
+                    Ok(r) => {
+                        tracing::info!(upload_id = %id, artifact_key = %r.version.artifact_key, version = r.version.version, "registered an upload nobody completed")
+                    }
+                    Err(e) => {
+                        tracing::info!(upload_id = %id, error = %e.detail, "rejected an upload nobody completed")
+                    }
+                }
+            }
+            Err(StoreError::UploadAlreadyUsed | StoreError::UploadExpired) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

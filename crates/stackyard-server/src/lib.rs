@@ -18,6 +18,7 @@ pub mod presign;
 mod ratelimit;
 mod routes;
 mod state;
+pub mod storage;
 pub mod telemetry;
 
 use std::future::Future;
@@ -29,7 +30,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use stackyard_store::{ArtifactStore, FsBlobStore, MetadataStore, SqliteStore};
+use stackyard_store::{ArtifactStore, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -125,9 +126,9 @@ impl Application {
         // Leftovers of uploads cut off by a crash: they were never registered.
         clear_dir(&spool_dir).await?;
 
-        let db_path = data_dir.join("stackyard.db");
         let store =
-            SqliteStore::open(&db_path).await.with_context(|| format!("opening {}", db_path.display()))?;
+            storage::open_metadata(settings.database.as_ref(), &data_dir, settings.database_max_connections)
+                .await?;
         let interrupted =
             store.reject_interrupted_uploads(&serde_json::to_value(interrupted_problem().problem())?).await?;
         if interrupted > 0 {
@@ -141,9 +142,13 @@ impl Application {
                 "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this server is an admin"
             );
         } else {
-            auth::bootstrap_admin(&store, &data_dir, settings.bootstrap_token.as_deref()).await?;
+            auth::bootstrap_admin(store.as_ref(), &data_dir, settings.bootstrap_token.as_deref()).await?;
         }
-        let blobs = FsBlobStore::open_dir(data_dir.join("blobs")).await.context("opening the blob store")?;
+        let blobs = storage::open_blobs(settings.blob_store.as_ref(), &settings.s3, &data_dir).await?;
+        let nats = match &settings.nats {
+            Some(nats) => Some(Arc::new(events::nats::NatsSink::connect(nats).await?)),
+            None => None,
+        };
         let signer = match &settings.upload_secret {
             Some(secret) => UploadSigner::new(secret.as_bytes()),
             None => UploadSigner::load_or_create(&data_dir.join("upload.secret"))
@@ -161,14 +166,15 @@ impl Application {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
         let state = AppState {
-            store: Arc::new(store) as Arc<dyn MetadataStore>,
-            blobs: Arc::new(blobs),
+            store: store as Arc<dyn MetadataStore>,
+            blobs,
             signer: Arc::new(signer),
             metrics: Arc::new(Metrics::new()),
             public_url: public_url.clone().into(),
             spool_dir,
             events: EventNotifier::new(),
             rate_limiter: ratelimit::RateLimiter::new(&settings.limits),
+            nats,
             settings: Arc::new(settings),
         };
         Ok(Self { listener, router: router(state.clone()), state, local_addr, public_url, tls })
@@ -189,12 +195,32 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stop = CancellationToken::new();
-        let dispatchers = events::spawn_dispatchers(
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        let mut sinks: Vec<Arc<dyn events::Sink>> = self
+            .state
+            .settings
+            .webhooks
+            .iter()
+            .map(|hook| {
+                Arc::new(events::WebhookSink::new(hook.clone(), client.clone())) as Arc<dyn events::Sink>
+            })
+            .collect();
+        if let Some(nats) = &self.state.nats {
+            sinks.push(nats.clone());
+        }
+        let mut tasks = events::spawn_dispatchers(
             self.state.store.clone(),
-            &self.state.settings.webhooks,
+            sinks,
+            &replica_name(),
             &self.state.events,
             stop.clone(),
         );
+        if self.state.blobs.direct().is_some() {
+            tasks.push(tokio::spawn(ingest::sweep_direct_uploads(self.state.clone(), stop.clone())));
+        }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on {scheme}://{}", self.local_addr);
         let limits = self.state.settings.limits;
@@ -204,11 +230,18 @@ impl Application {
         };
         let served = http::serve(self.listener, self.router, connection_limits, self.tls, shutdown).await;
         stop.cancel();
-        for dispatcher in dispatchers {
-            dispatcher.await.ok();
+        for task in tasks {
+            task.await.ok();
         }
         served
     }
+}
+
+/// Names this process in sink leases: unique per start, readable in the database.
+fn replica_name() -> String {
+    let mut bytes = [0u8; 4];
+    rand::fill(&mut bytes);
+    format!("pid{}-{}", std::process::id(), hex::encode(bytes))
 }
 
 fn interrupted_problem() -> ApiError {

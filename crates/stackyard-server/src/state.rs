@@ -7,6 +7,7 @@ use stackyard_store::{BlobStore, MetadataStore};
 
 use crate::config::Settings;
 use crate::events::EventNotifier;
+use crate::events::nats::NatsSink;
 use crate::metrics::Metrics;
 use crate::presign::UploadSigner;
 use crate::ratelimit::RateLimiter;
@@ -25,4 +26,6 @@ pub struct AppState {
     /// Wakes the event dispatchers after a change wrote an event.
     pub events: EventNotifier,
     pub rate_limiter: RateLimiter,
+    /// The NATS sink, when configured (readiness reports its connection).
+    pub nats: Option<Arc<NatsSink>>,
 }

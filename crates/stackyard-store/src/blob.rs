@@ -42,6 +42,55 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, digest: &Digest) -> io::Result<()>;
     /// Answers when the store can be written to.
     async fn ping(&self) -> io::Result<()>;
+    /// Uploads straight from clients, when this store takes them (object stores do).
+    fn direct(&self) -> Option<&dyn DirectUploads> {
+        None
+    }
+}
+
+/// A presigned S3 POST: the form fields to send before the file.
+#[derive(Debug, Clone)]
+pub struct PresignedPost {
+    pub url: String,
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+/// An object a client uploaded, waiting to be processed.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedObject {
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// A store that clients upload to directly, through URLs it presigns. The
+/// upload is *staged* under its upload id; once processed, it is promoted to
+/// its digest (or discarded).
+#[async_trait]
+pub trait DirectUploads: Send + Sync {
+    /// A POST policy for the staged key, with a size range and expiry.
+    fn presign_post(
+        &self,
+        upload_id: &str,
+        min_size: u64,
+        max_size: u64,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> PresignedPost;
+    /// A presigned PUT URL for the staged key.
+    async fn presign_put(&self, upload_id: &str, expires_in: std::time::Duration) -> io::Result<String>;
+    /// The staged object, if the client has uploaded it.
+    async fn staged(&self, upload_id: &str) -> io::Result<Option<StagedObject>>;
+    async fn read_staged(&self, upload_id: &str) -> io::Result<BoxStream<'static, io::Result<Bytes>>>;
+    /// Copies the staged object to its digest's key, inside the store.
+    async fn promote(&self, upload_id: &str, digest: &Digest) -> io::Result<()>;
+    /// Removes the staged object; a missing one is not an error.
+    async fn discard(&self, upload_id: &str) -> io::Result<()>;
+    /// A presigned GET of a blob that downloads as `filename`.
+    async fn presign_get(
+        &self,
+        digest: &Digest,
+        filename: &str,
+        expires_in: std::time::Duration,
+    ) -> io::Result<String>;
 }
 
 /// Blobs as files under `root/sha256/<2 hex>/<64 hex>`.

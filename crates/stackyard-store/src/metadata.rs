@@ -85,6 +85,9 @@ pub struct NewUpload {
     pub expires_at: DateTime<Utc>,
     /// The token that asked for the upload.
     pub created_by: Option<String>,
+    /// Sent by the client straight to the object store, and processed from
+    /// there on `POST /uploads/{id}/complete` or by the pending-upload sweep.
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +256,12 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// Rejects uploads whose bytes started arriving but never finished (the
     /// process stopped mid-upload). Returns how many.
     async fn reject_interrupted_uploads(&self, error: &Value) -> StoreResult<u64>;
+    /// Direct uploads not yet claimed that expire (or expired) after `since`, oldest first.
+    async fn pending_direct_uploads(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>>;
 
     async fn list_artifacts(&self, query: &ArtifactQuery) -> StoreResult<Vec<ArtifactSummary>>;
     async fn get_artifact(&self, key: &ArtifactKey) -> StoreResult<ArtifactRecord>;
@@ -317,7 +326,28 @@ pub trait DeploymentStore: Send + Sync + 'static {
 
     /// Events with an id above `after`, oldest first.
     async fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+    /// Takes (or renews) the lease on delivering to a sink for `lease`, unless
+    /// another owner holds it unexpired; answers the id of the last event
+    /// delivered to the sink (0 before any) when the lease is `owner`'s.
+    async fn claim_sink(
+        &self,
+        sink: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> StoreResult<Option<i64>>;
+    /// Records a delivery and renews the lease; false when the lease is no
+    /// longer `owner`'s (it expired and another took it). Never moves back.
+    async fn advance_sink(
+        &self,
+        sink: &str,
+        owner: &str,
+        event_id: i64,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up, if `owner` holds it.
+    async fn release_sink(&self, sink: &str, owner: &str) -> StoreResult<()>;
     /// The id of the last event delivered to a sink (0 before any).
     async fn sink_position(&self, sink: &str) -> StoreResult<i64>;
-    async fn set_sink_position(&self, sink: &str, event_id: i64) -> StoreResult<()>;
 }

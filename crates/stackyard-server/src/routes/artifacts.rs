@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::config::Downloads;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryPairs;
 use crate::pagination::Page;
@@ -26,6 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(download_version))
         .routes(routes!(artifact_dependents))
 }
+
+/// How long a download redirect's presigned URL stays valid.
+const REDIRECT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn parse_key(key: &str) -> ApiResult<ArtifactKey> {
     ArtifactKey::parse(key).map_err(|e| {
@@ -224,6 +228,7 @@ async fn delete_version(
     responses(
         (status = 200, description = "The package bytes", content_type = "application/octet-stream"),
         (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 302, description = "On an object store: a presigned URL of the package (`s3_downloads = \"redirect\"`)"),
         (status = 304, description = "`If-None-Match` matched"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -244,15 +249,23 @@ async fn download_version(
     if not_modified(&headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    let range = requested_range(&headers, &tag, found.size)?;
     let digest = Digest::parse(&found.digest).map_err(ApiError::internal)?;
-    let blob = state.blobs.open(&digest, range).await.map_err(ApiError::internal)?;
-
     let format = PackageFormat::parse(&found.format);
     let extension = format.map_or("bin", PackageFormat::as_str);
     let media_type = format.map_or("application/octet-stream", PackageFormat::media_type);
-    let disposition =
-        format!("attachment; filename=\"{}-{}.{extension}\"", found.artifact_key, found.version);
+    let filename = format!("{}-{}.{extension}", found.artifact_key, found.version);
+    if let Some(direct) = state.blobs.direct()
+        && state.settings.s3.downloads == Downloads::Redirect
+    {
+        // The bytes come from the object store itself; a Range header follows the redirect.
+        let url =
+            direct.presign_get(&digest, &filename, REDIRECT_EXPIRY).await.map_err(ApiError::internal)?;
+        let location = HeaderValue::from_str(&url).map_err(ApiError::internal)?;
+        return Ok((StatusCode::FOUND, [(header::LOCATION, location), (header::ETAG, tag)]).into_response());
+    }
+    let range = requested_range(&headers, &tag, found.size)?;
+    let blob = state.blobs.open(&digest, range).await.map_err(ApiError::internal)?;
+    let disposition = format!("attachment; filename=\"{filename}\"");
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, media_type)
         .header(header::ETAG, tag)

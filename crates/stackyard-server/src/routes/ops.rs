@@ -21,23 +21,36 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok".into(), checks: BTreeMap::new() })
 }
 
-/// The metadata store and the blob store can be reached.
+/// Each dependency, `ok` or why not: the metadata database, the package
+/// store and, when configured, NATS.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "A store is unavailable", body = Health))
+    responses(
+        (status = 200, description = "Every dependency answers", body = Health),
+        (status = 503, description = "A dependency is unavailable; `checks` says which", body = Health),
+    )
 )]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
-    let mut checks = BTreeMap::new();
     let (metadata, blobs) = tokio::join!(state.store.ping(), state.blobs.ping());
-    if let Err(e) = metadata {
-        tracing::warn!(error = %e, "metadata store is not ready");
-        checks.insert("metadata".to_string(), "unavailable".to_string());
+    let mut checks = BTreeMap::new();
+    let mut ready = true;
+    let mut check = |name: &str, outcome: Result<(), String>| {
+        let answer = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                tracing::warn!(dependency = name, error = %e, "not ready");
+                ready = false;
+                "unavailable".to_string()
+            }
+        };
+        checks.insert(name.to_string(), answer);
+    };
+    check("metadata", metadata.map_err(|e| e.to_string()));
+    check("blobs", blobs.map_err(|e| e.to_string()));
+    if let Some(nats) = &state.nats {
+        check("nats", if nats.is_connected() { Ok(()) } else { Err("not connected".into()) });
     }
-    if let Err(e) = blobs {
-        tracing::warn!(error = %e, "blob store is not ready");
-        checks.insert("blobs".to_string(), "unavailable".to_string());
-    }
-    if checks.is_empty() {
+    if ready {
         (StatusCode::OK, axum::Json(Health { status: "ok".into(), checks }))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health { status: "unavailable".into(), checks }))

@@ -138,6 +138,7 @@ async fn presign(
     // Whole seconds, so the expiry signed into a PUT URL is exactly the stored one.
     let expires_at = Utc.timestamp_opt(now.timestamp() + expires_in as i64, 0).single().expect("valid time");
     let method = request.method.unwrap_or(UploadMethod::Post);
+    let direct = state.blobs.direct();
     let upload = NewUpload {
         upload_id: upload_id.clone(),
         method: match method {
@@ -153,12 +154,39 @@ async fn presign(
         created_at: now,
         expires_at,
         created_by: Some(presigner),
+        direct: direct.is_some(),
     };
     state.store.create_upload(&upload).await?;
 
     let url = format!("{}/uploads/{upload_id}", state.public_url);
-    let response = match method {
-        UploadMethod::Post => {
+    let response = match (method, direct) {
+        // To the object store itself; the client then calls POST /uploads/{id}/complete.
+        (UploadMethod::Post, Some(direct)) => {
+            let post = direct.presign_post(&upload_id, min_size, max_size, expires_at);
+            PresignResponse {
+                upload_id: upload_id.clone(),
+                method,
+                url: post.url,
+                fields: Some(post.fields),
+                headers: None,
+                expires_at,
+            }
+        }
+        (UploadMethod::Put, Some(direct)) => {
+            let url = direct
+                .presign_put(&upload_id, std::time::Duration::from_secs(expires_in))
+                .await
+                .map_err(ApiError::internal)?;
+            PresignResponse {
+                upload_id: upload_id.clone(),
+                method,
+                url,
+                fields: None,
+                headers: None,
+                expires_at,
+            }
+        }
+        (UploadMethod::Post, None) => {
             let (policy, signature) =
                 state.signer.sign_policy(&Policy::new(&upload_id, expires_at, min_size, max_size));
             let fields = BTreeMap::from([
@@ -176,7 +204,7 @@ async fn presign(
                 expires_at,
             }
         }
-        UploadMethod::Put => {
+        (UploadMethod::Put, None) => {
             let signature = state.signer.sign_put(&upload_id, expires_at.timestamp(), min_size, max_size);
             let url = format!("{url}?expires={}&signature={signature}", expires_at.timestamp());
             let headers =
@@ -238,16 +266,23 @@ async fn get_upload(
     Ok(axum::Json(upload_view(&record, Utc::now())))
 }
 
-/// Processes an upload the client sent to an object store directly. On the
-/// local blob store uploads are processed as they arrive, so this answers
-/// the upload's state.
+/// Processes an upload the client sent to the object store directly: reads
+/// the object, checks and registers it exactly as an upload to the server
+/// (or rejects it, keeping nothing). On the local blob store uploads are
+/// processed as they arrive, so this answers the upload's state.
 #[utoipa::path(
     post, path = "/uploads/{upload_id}/complete", tag = "uploads",
     security(("bearer" = ["publisher"])),
     params(("upload_id" = String, Path)),
     responses(
-        (status = 200, body = Upload),
+        (status = 200, description = "Registered, or what became of the upload before", body = Upload),
+        (status = 400, description = "Size or digest mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Expired before the object arrived", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing has been uploaded yet", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn complete_upload(
@@ -257,7 +292,39 @@ async fn complete_upload(
 ) -> ApiResult<axum::Json<Upload>> {
     caller.require(Access::Publish)?;
     let record = find_upload(&state, &upload_id).await?;
-    Ok(axum::Json(upload_view(&record, Utc::now())))
+    let direct = match state.blobs.direct() {
+        Some(direct) if record.upload.direct && record.state == StoredUploadState::Pending => direct,
+        _ => return Ok(axum::Json(upload_view(&record, Utc::now()))),
+    };
+    if record.claimed_at.is_none() {
+        let Some(staged) = direct.staged(&upload_id).await.map_err(ApiError::internal)? else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "upload_not_received",
+                "nothing has been uploaded to this upload's presigned URL yet; upload the package, then complete",
+            ));
+        };
+        // The object's own time decides expiry: S3 accepted it before then.
+        match state.store.claim_upload(&upload_id, staged.last_modified).await {
+            Ok(claimed) => {
+                ingest::receive_direct(&state, &claimed, &uploader(&claimed, &caller)).await?;
+            }
+            Err(StoreError::UploadAlreadyUsed) => {}
+            Err(e) => {
+                direct.discard(&upload_id).await.ok();
+                return Err(e.into());
+            }
+        }
+    }
+    // Another request or replica (or the sweep) is processing it: answer once it is done.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let record = state.store.get_upload(&upload_id).await?;
+        if record.state != StoredUploadState::Pending || tokio::time::Instant::now() > deadline {
+            return Ok(axum::Json(upload_view(&record, Utc::now())));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// The multipart form of a presigned POST (documentation only).
@@ -391,8 +458,16 @@ async fn authorize_post(
     Ok(state.store.claim_upload(upload_id, Utc::now()).await?)
 }
 
-/// An upload presigned for POST cannot be sent with PUT, and the other way round.
+/// An upload presigned for POST cannot be sent with PUT, and the other way
+/// round; one presigned for the object store is not sent here at all.
 fn check_method(record: &UploadRecord, method: &str) -> ApiResult<()> {
+    if record.upload.direct {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "upload_goes_to_object_store",
+            "this upload was presigned for the object store: send it to the URL the presign answer gave",
+        ));
+    }
     if record.upload.method == method {
         return Ok(());
     }

@@ -1,16 +1,16 @@
-//! Deployments on SQLite: plan writes, revisions, status and the outbox.
+//! Deployments: plan writes, revisions, status and the event outbox.
 //!
-//! Every write runs under `BEGIN IMMEDIATE`, so writers to one database are
-//! serialised: each reads the revision it replaces and commits the next
-//! number, and no update is lost. The plan, the reverse index rows and the
-//! event are one transaction.
+//! Every write holds the deployment's row (see the `sql` module docs), so
+//! writers to one selector are serialised: each reads the revision it
+//! replaces and commits the next number, and no update is lost. The plan,
+//! the reverse index rows, the audit entry and the event are one transaction.
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use stackyard_api::{
     ArtifactState, ArtifactStatus, DeployedArtifact, Deployment, DeploymentStatus, DiffChange, DiffEntry,
     Event, PlanDiff, RevisionSummary,
@@ -20,7 +20,7 @@ use stackyard_core::{ArtifactKey, Selector, VersionRef};
 
 use async_trait::async_trait;
 
-use super::{SqliteStore, audit, json as decode, to_json};
+use super::{Columns, Dialect, SqlStore, Statement, audit, to_json, ts};
 use crate::metadata::*;
 use crate::rollout;
 
@@ -42,29 +42,57 @@ struct RevisionRow {
     created_by: Option<String>,
 }
 
-fn revision_from_row(row: &SqliteRow) -> StoreResult<RevisionRow> {
+fn revision_from_row(row: &AnyRow) -> StoreResult<RevisionRow> {
     Ok(RevisionRow {
         revision: row.try_get("revision")?,
         status_id: row.try_get("status_id")?,
         organization: row.try_get("organization")?,
-        artifacts: decode(row, "artifacts")?,
-        diff: decode(row, "diff")?,
-        created_at: row.try_get("created_at")?,
+        artifacts: row.json("artifacts")?,
+        diff: row.json("diff")?,
+        created_at: row.time("created_at")?,
         created_by: row.try_get("created_by")?,
     })
 }
 
-async fn deployment_row(conn: &mut SqliteConnection, selector: &str) -> StoreResult<Option<DeploymentRow>> {
-    let row =
-        sqlx::query("SELECT current_revision, last_revision, created_at FROM deployments WHERE selector = ?")
-            .bind(selector)
-            .fetch_optional(conn)
-            .await?;
+/// How a deployment row is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// A plain read.
+    Read,
+    /// Locked until the transaction ends.
+    Lock,
+    /// Locked, and created first (as "never deployed") when missing, so that
+    /// racing first writes to a selector queue on its key.
+    LockOrCreate,
+}
+
+async fn deployment_row(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    selector: &str,
+    hold: Hold,
+) -> StoreResult<Option<DeploymentRow>> {
+    if hold == Hold::LockOrCreate {
+        let now = ts(Utc::now());
+        sqlx::query(
+            "INSERT INTO deployments (selector, last_revision, created_at, updated_at) VALUES ($1, 0, $2, $2) \
+             ON CONFLICT (selector) DO NOTHING",
+        )
+        .bind(selector)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let lock = if hold == Hold::Read { "" } else { dialect.for_update() };
+    let sql = format!(
+        "SELECT current_revision, last_revision, created_at FROM deployments WHERE selector = $1{lock}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(selector).fetch_optional(conn).await?;
     row.map(|row| {
         Ok(DeploymentRow {
             current_revision: row.try_get("current_revision")?,
             last_revision: row.try_get("last_revision")?,
-            created_at: row.try_get("created_at")?,
+            created_at: row.time("created_at")?,
         })
     })
     .transpose()
@@ -72,20 +100,14 @@ async fn deployment_row(conn: &mut SqliteConnection, selector: &str) -> StoreRes
 
 const REVISION_COLUMNS: &str = "revision, status_id, organization, artifacts, diff, created_at, created_by";
 
-async fn revision_row(
-    conn: &mut SqliteConnection,
-    selector: &str,
-    revision: i64,
-) -> StoreResult<RevisionRow> {
-    let row = sqlx::query(
-        "SELECT revision, status_id, organization, artifacts, diff, created_at, created_by FROM revisions \
-         WHERE selector = ? AND revision = ?",
-    )
-    .bind(selector)
-    .bind(revision)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| StoreError::Corrupt(format!("{selector} lacks revision {revision}")))?;
+async fn revision_row(conn: &mut AnyConnection, selector: &str, revision: i64) -> StoreResult<RevisionRow> {
+    let sql = format!("SELECT {REVISION_COLUMNS} FROM revisions WHERE selector = $1 AND revision = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(selector)
+        .bind(revision)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("{selector} lacks revision {revision}")))?;
     revision_from_row(&row)
 }
 
@@ -174,9 +196,12 @@ struct Resolved {
 }
 
 /// Looks up every requested version in three set queries (latest, by number,
-/// by digest), and names every one that does not exist.
+/// by digest), and names every one that does not exist. On PostgreSQL the
+/// versions found are share-locked until the write commits, so none can be
+/// deleted under the plan that pins it.
 async fn resolve(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    dialect: Dialect,
     requested: &[(ArtifactKey, Option<VersionRef>)],
 ) -> StoreResult<Vec<PlanEntry>> {
     let mut latest = Vec::new();
@@ -190,27 +215,38 @@ async fn resolve(
         }
     }
     let mut found: HashMap<(String, Option<String>), Resolved> = HashMap::with_capacity(requested.len());
+    let share = match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR SHARE OF v",
+    };
     // Each query, its parameters, and how a found row names the version asked for.
-    type Lookup = (&'static str, Vec<Value>, fn(&SqliteRow) -> Option<String>);
+    type Lookup = (String, Vec<Value>, fn(&AnyRow) -> Option<String>);
     let queries: [Lookup; 3] = [
         (
-            "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
-             JOIN artifacts a ON a.artifact_key = j.value \
-             JOIN artifact_versions v ON v.artifact_key = a.artifact_key AND v.version = a.latest_version",
+            format!(
+                "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM {} j \
+                 JOIN artifacts a ON a.artifact_key = j.value \
+                 JOIN artifact_versions v ON v.artifact_key = a.artifact_key AND v.version = a.latest_version{share}",
+                dialect.strings("$1")
+            ),
             latest,
             |_| None,
         ),
         (
-            "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
-             JOIN artifact_versions v ON v.artifact_key = json_extract(j.value, '$[0]') \
-             AND v.version = json_extract(j.value, '$[1]')",
+            format!(
+                "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM {} p \
+                 JOIN artifact_versions v ON v.artifact_key = p.k AND v.version = CAST(p.v AS BIGINT){share}",
+                dialect.pairs("$1")
+            ),
             numbered,
             |row| row.try_get::<i64, _>("version").ok().map(|v| v.to_string()),
         ),
         (
-            "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM json_each(?) j \
-             JOIN artifact_versions v ON v.artifact_key = json_extract(j.value, '$[0]') \
-             AND v.digest = json_extract(j.value, '$[1]')",
+            format!(
+                "SELECT v.artifact_key, v.version, v.digest, v.depends_on FROM {} p \
+                 JOIN artifact_versions v ON v.artifact_key = p.k AND v.digest = p.v{share}",
+                dialect.pairs("$1")
+            ),
             digests,
             |row| row.try_get::<String, _>("digest").ok(),
         ),
@@ -219,12 +255,16 @@ async fn resolve(
         if keys.is_empty() {
             continue;
         }
-        for row in sqlx::query(sql).bind(Value::Array(keys).to_string()).fetch_all(&mut *conn).await? {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(Value::Array(keys).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
             let key: String = row.try_get("artifact_key")?;
             let resolved = Resolved {
                 version: row.try_get("version")?,
                 digest: row.try_get("digest")?,
-                depends_on: decode(&row, "depends_on")?,
+                depends_on: row.json("depends_on")?,
             };
             found.insert((key, spec(&row)), resolved);
         }
@@ -249,13 +289,13 @@ async fn resolve(
     }
     // Tell an artifact that does not exist from a version that does not.
     let keys: Vec<&str> = missing.iter().map(|(k, _)| k.as_str()).collect();
-    let existing: Vec<String> = sqlx::query_scalar(
-        "SELECT a.artifact_key FROM json_each(?) j JOIN artifacts a ON a.artifact_key = j.value \
+    let sql = format!(
+        "SELECT a.artifact_key FROM {} j JOIN artifacts a ON a.artifact_key = j.value \
          WHERE a.latest_version IS NOT NULL",
-    )
-    .bind(to_json(&keys))
-    .fetch_all(&mut *conn)
-    .await?;
+        dialect.strings("$1")
+    );
+    let existing: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(to_json(&keys)).fetch_all(&mut *conn).await?;
     let problems = missing
         .into_iter()
         .map(|(key, version)| match version {
@@ -310,11 +350,15 @@ fn requested(
 }
 
 #[async_trait]
-impl DeploymentStore for SqliteStore {
+impl DeploymentStore for SqlStore {
     async fn write_plan(&self, write: &PlanWrite) -> StoreResult<PlanOutcome> {
         let mut tx = self.write().await?;
         let selector = write.selector.as_str();
-        let row = deployment_row(&mut tx, selector).await?;
+        let hold = match write.change {
+            PlanChange::Remove { .. } => Hold::Lock,
+            PlanChange::Replace { .. } | PlanChange::Pin { .. } => Hold::LockOrCreate,
+        };
+        let row = deployment_row(&mut tx, self.dialect, selector, hold).await?;
         let current = match row.as_ref().and_then(|r| r.current_revision) {
             Some(revision) => Some(revision_row(&mut tx, selector, revision).await?),
             None => None,
@@ -325,7 +369,7 @@ impl DeploymentStore for SqliteStore {
         }
 
         let requested = requested(&write.change, current.as_ref())?;
-        let entries = resolve(&mut tx, &requested).await?;
+        let entries = resolve(&mut tx, self.dialect, &requested).await?;
         let planned = plan::validate(&entries)
             .map_err(|problems| StoreError::InvalidPlan(problems.iter().map(|p| json!(p)).collect()))?;
         let organization = match &write.change {
@@ -365,7 +409,10 @@ impl DeploymentStore for SqliteStore {
             return Ok(outcome);
         }
 
-        store_revision(&mut tx, selector, &new, &diff, created_at, current.is_none()).await?;
+        store_revision(&mut tx, self.dialect, selector, &new, &diff, created_at, current.is_none()).await?;
+        let action = if current.is_some() { "deployment.revised" } else { "deployment.created" };
+        let details = json!({"revision": revision, "status_id": new.status_id, "organization": new.organization, "diff": new.diff});
+        audit(&mut tx, &write.actor, action, selector, Some(selector), details).await?;
         let data = json!({
             "selector": selector,
             "organization": new.organization,
@@ -374,10 +421,7 @@ impl DeploymentStore for SqliteStore {
             "previous_status_id": current.as_ref().map(|c| c.status_id.clone()),
             "diff": new.diff,
         });
-        insert_event(&mut tx, "deployment.revision_created", selector, &data).await?;
-        let action = if current.is_some() { "deployment.revised" } else { "deployment.created" };
-        let details = json!({"revision": revision, "status_id": new.status_id, "organization": new.organization, "diff": new.diff});
-        audit(&mut tx, &write.actor, action, selector, Some(selector), details).await?;
+        insert_event(&mut tx, self.dialect, "deployment.revision_created", selector, &data).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -390,17 +434,20 @@ impl DeploymentStore for SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
         let s = selector.as_str();
-        let current = match deployment_row(&mut tx, s).await?.and_then(|r| r.current_revision) {
+        let current = match deployment_row(&mut tx, self.dialect, s, Hold::Lock)
+            .await?
+            .and_then(|r| r.current_revision)
+        {
             Some(revision) => revision_row(&mut tx, s, revision).await?,
             None => return Err(StoreError::NotFound),
         };
         check_preconditions(pre, Some(&current))?;
-        sqlx::query("UPDATE deployments SET current_revision = NULL, updated_at = ? WHERE selector = ?")
-            .bind(Utc::now())
+        sqlx::query("UPDATE deployments SET current_revision = NULL, updated_at = $1 WHERE selector = $2")
+            .bind(ts(Utc::now()))
             .bind(s)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = ?")
+        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = $1")
             .bind(s)
             .execute(&mut *tx)
             .await?;
@@ -410,62 +457,66 @@ impl DeploymentStore for SqliteStore {
             "revision": current.revision,
             "status_id": current.status_id,
         });
-        insert_event(&mut tx, "deployment.deleted", s, &data).await?;
-        audit(&mut tx, actor, "deployment.deleted", s, Some(s), data).await?;
+        audit(&mut tx, actor, "deployment.deleted", s, Some(s), data.clone()).await?;
+        insert_event(&mut tx, self.dialect, "deployment.deleted", s, &data).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
         let mut conn = self.pool.acquire().await?;
-        let row = deployment_row(&mut conn, selector.as_str()).await?.ok_or(StoreError::NotFound)?;
+        let row = deployment_row(&mut conn, self.dialect, selector.as_str(), Hold::Read)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let revision = row.current_revision.ok_or(StoreError::NotFound)?;
         let rev = revision_row(&mut conn, selector.as_str(), revision).await?;
         Ok(deployment(selector.as_str(), row.created_at, &rev, None))
     }
 
     async fn list_deployments(&self, q: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
-        let mut sql: sqlx::QueryBuilder<Sqlite> = sqlx::QueryBuilder::new(
+        let d = self.dialect;
+        let mut sql = Statement::new(
             "SELECT d.selector, d.created_at AS deployment_created_at, r.revision, r.status_id, r.organization, \
              r.artifacts, r.diff, r.created_at, r.created_by \
              FROM deployments d JOIN revisions r ON r.selector = d.selector AND r.revision = d.current_revision \
              WHERE d.current_revision IS NOT NULL",
         );
         if !q.selectors.is_empty() {
-            sql.push(" AND d.selector IN (SELECT value FROM json_each(")
-                .push_bind(to_json(&q.selectors))
-                .push("))");
+            let list = sql.text(to_json(&q.selectors));
+            sql.push(&format!(" AND d.selector IN {}", d.strings(&list)));
         }
         if !q.organizations.is_empty() {
-            sql.push(" AND d.organization IN (SELECT value FROM json_each(")
-                .push_bind(to_json(&q.organizations))
-                .push("))");
+            let list = sql.text(to_json(&q.organizations));
+            sql.push(&format!(" AND d.organization IN {}", d.strings(&list)));
         }
         if !q.selector_globs.is_empty() {
-            // GLOB's `*` and `?` are ours; `[` would open a class, so it is escaped as `[[]`.
-            let globs: Vec<String> = q.selector_globs.iter().map(|g| g.replace('[', "[[]")).collect();
-            sql.push(" AND EXISTS (SELECT 1 FROM json_each(")
-                .push_bind(to_json(&globs))
-                .push(") g WHERE d.selector GLOB g.value)");
+            let globs: Vec<String> = q.selector_globs.iter().map(|g| d.glob_pattern(g)).collect();
+            let list = sql.text(to_json(&globs));
+            sql.push(&format!(
+                " AND EXISTS (SELECT 1 FROM {} g WHERE {})",
+                d.strings(&list),
+                d.glob_match("d.selector", "g.value")
+            ));
         }
         if !q.artifact_keys.is_empty() {
             // Through the reverse index: the cost follows the matches, not the number of deployments.
-            sql.push(
-                " AND d.selector IN (SELECT c.selector FROM current_plan_artifacts c \
-                 WHERE c.artifact_key IN (SELECT value FROM json_each(",
-            )
-            .push_bind(to_json(&q.artifact_keys))
-            .push(")))");
+            let list = sql.text(to_json(&q.artifact_keys));
+            sql.push(&format!(
+                " AND d.selector IN (SELECT c.selector FROM current_plan_artifacts c WHERE c.artifact_key IN {})",
+                d.strings(&list)
+            ));
         }
         if let Some(after) = &q.after {
-            sql.push(" AND d.selector > ").push_bind(after.clone());
+            let after = sql.text(after.clone());
+            sql.push(&format!(" AND d.selector > {after}"));
         }
-        sql.push(" ORDER BY d.selector LIMIT ").push_bind(i64::from(q.limit));
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let limit = sql.int(i64::from(q.limit));
+        sql.push(&format!(" ORDER BY d.selector LIMIT {limit}"));
+        let rows = sql.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 let selector: String = row.try_get("selector")?;
-                let created_at: DateTime<Utc> = row.try_get("deployment_created_at")?;
+                let created_at = row.time("deployment_created_at")?;
                 Ok(deployment(&selector, created_at, &revision_from_row(row)?, None))
             })
             .collect()
@@ -478,10 +529,12 @@ impl DeploymentStore for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<RevisionSummary>> {
         let mut conn = self.pool.acquire().await?;
-        deployment_row(&mut conn, selector.as_str()).await?.ok_or(StoreError::NotFound)?;
+        deployment_row(&mut conn, self.dialect, selector.as_str(), Hold::Read)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let rows = sqlx::query(
             "SELECT revision, status_id, organization, artifacts, diff, created_at, created_by FROM revisions \
-             WHERE selector = ? AND revision < ? ORDER BY revision DESC LIMIT ?",
+             WHERE selector = $1 AND revision < $2 ORDER BY revision DESC LIMIT $3",
         )
         .bind(selector.as_str())
         .bind(before.unwrap_or(i64::MAX))
@@ -493,9 +546,9 @@ impl DeploymentStore for SqliteStore {
                 Ok(RevisionSummary {
                     revision: row.try_get("revision")?,
                     status_id: row.try_get("status_id")?,
-                    created_at: row.try_get("created_at")?,
+                    created_at: row.time("created_at")?,
                     created_by: row.try_get("created_by")?,
-                    diff: decode(row, "diff")?,
+                    diff: row.json("diff")?,
                 })
             })
             .collect()
@@ -503,7 +556,7 @@ impl DeploymentStore for SqliteStore {
 
     async fn get_status(&self, selector: &Selector, status_id: &str) -> StoreResult<DeploymentStatus> {
         let mut conn = self.pool.acquire().await?;
-        status(&mut conn, selector, status_id).await
+        status(&mut conn, self.dialect, selector, status_id).await
     }
 
     async fn report_status(
@@ -516,7 +569,9 @@ impl DeploymentStore for SqliteStore {
         actor: &Actor,
     ) -> StoreResult<DeploymentStatus> {
         let mut tx = self.write().await?;
-        let (rev, current) = revision_by_status(&mut tx, selector, status_id).await?;
+        // Reports, triggers and plan writes to one selector take turns.
+        deployment_row(&mut tx, self.dialect, selector.as_str(), Hold::Lock).await?;
+        let (rev, current) = revision_by_status(&mut tx, self.dialect, selector, status_id).await?;
         let artifact = rev
             .artifacts
             .iter()
@@ -530,7 +585,7 @@ impl DeploymentStore for SqliteStore {
         let from = states[artifact_key.as_str()];
         rollout::check_report(artifact, from, to, &states).map_err(StoreError::ReportRefused)?;
         sqlx::query(
-            "INSERT INTO artifact_status (status_id, artifact_key, state, message, updated_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO artifact_status (status_id, artifact_key, state, message, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (status_id, artifact_key) DO UPDATE SET state = excluded.state, message = excluded.message, \
              updated_at = excluded.updated_at",
         )
@@ -538,13 +593,13 @@ impl DeploymentStore for SqliteStore {
         .bind(artifact_key.as_str())
         .bind(state_name(to))
         .bind(message)
-        .bind(Utc::now())
+        .bind(ts(Utc::now()))
         .execute(&mut *tx)
         .await?;
         let details = json!({"status_id": status_id, "artifact_key": artifact_key.as_str(), "state": to, "message": message});
         let target = format!("{selector}:{artifact_key}");
         audit(&mut tx, actor, "status.reported", &target, Some(selector.as_str()), details).await?;
-        let answer = status(&mut tx, selector, status_id).await?;
+        let answer = status(&mut tx, self.dialect, selector, status_id).await?;
         tx.commit().await?;
         Ok(answer)
     }
@@ -558,20 +613,22 @@ impl DeploymentStore for SqliteStore {
     ) -> StoreResult<String> {
         let mut tx = self.write().await?;
         let s = selector.as_str();
-        let revision =
-            deployment_row(&mut tx, s).await?.and_then(|r| r.current_revision).ok_or(StoreError::NotFound)?;
+        let revision = deployment_row(&mut tx, self.dialect, s, Hold::Lock)
+            .await?
+            .and_then(|r| r.current_revision)
+            .ok_or(StoreError::NotFound)?;
         let rev = revision_row(&mut tx, s, revision).await?;
         if !rev.artifacts.iter().any(|a| a.artifact_key == artifact_key.as_str()) {
             return Err(StoreError::NotInPlan);
         }
         sqlx::query(
             "INSERT INTO artifact_status (status_id, artifact_key, state, message, updated_at) \
-             VALUES (?, ?, 'pending', 'triggered', ?) ON CONFLICT (status_id, artifact_key) DO UPDATE SET \
+             VALUES ($1, $2, 'pending', 'triggered', $3) ON CONFLICT (status_id, artifact_key) DO UPDATE SET \
              state = 'pending', message = 'triggered', updated_at = excluded.updated_at",
         )
         .bind(&rev.status_id)
         .bind(artifact_key.as_str())
-        .bind(Utc::now())
+        .bind(ts(Utc::now()))
         .execute(&mut *tx)
         .await?;
         let data = json!({
@@ -582,15 +639,15 @@ impl DeploymentStore for SqliteStore {
             "revision": rev.revision,
             "artifact_key": artifact_key.as_str(),
         });
-        insert_event(&mut tx, "deployment.triggered", s, &data).await?;
-        audit(&mut tx, actor, "deployment.triggered", s, Some(s), data).await?;
+        audit(&mut tx, actor, "deployment.triggered", s, Some(s), data.clone()).await?;
+        insert_event(&mut tx, self.dialect, "deployment.triggered", s, &data).await?;
         tx.commit().await?;
         Ok(rev.status_id)
     }
 
     async fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
         let rows =
-            sqlx::query("SELECT id, type, at, selector, data FROM events WHERE id > ? ORDER BY id LIMIT ?")
+            sqlx::query("SELECT id, type, at, selector, data FROM events WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
@@ -600,66 +657,87 @@ impl DeploymentStore for SqliteStore {
                 Ok(Event {
                     id: row.try_get("id")?,
                     kind: row.try_get("type")?,
-                    at: row.try_get("at")?,
+                    at: row.time("at")?,
                     selector: row.try_get("selector")?,
-                    data: decode(row, "data")?,
+                    data: row.json("data")?,
                 })
             })
             .collect()
     }
 
+    async fn claim_sink(
+        &self,
+        sink: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Option<i64>> {
+        sqlx::query(
+            "INSERT INTO sink_positions (sink, last_event_id) VALUES ($1, 0) ON CONFLICT (sink) DO NOTHING",
+        )
+        .bind(sink)
+        .execute(&self.pool)
+        .await?;
+        // One conditional UPDATE: of replicas racing for a free lease, one wins.
+        Ok(sqlx::query_scalar(
+            "UPDATE sink_positions SET lease_owner = $2, lease_expires_at = $4 \
+             WHERE sink = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < $3) \
+             RETURNING last_event_id",
+        )
+        .bind(sink)
+        .bind(owner)
+        .bind(ts(now))
+        .bind(ts(now + lease))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn advance_sink(
+        &self,
+        sink: &str,
+        owner: &str,
+        event_id: i64,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sink_positions SET lease_expires_at = $4, \
+             last_event_id = CASE WHEN last_event_id < $3 THEN $3 ELSE last_event_id END \
+             WHERE sink = $1 AND lease_owner = $2",
+        )
+        .bind(sink)
+        .bind(owner)
+        .bind(event_id)
+        .bind(ts(now + lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_sink(&self, sink: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sink_positions SET lease_owner = NULL, lease_expires_at = NULL WHERE sink = $1 AND lease_owner = $2",
+        )
+        .bind(sink)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn sink_position(&self, sink: &str) -> StoreResult<i64> {
         let position: Option<i64> =
-            sqlx::query_scalar("SELECT last_event_id FROM sink_positions WHERE sink = ?")
+            sqlx::query_scalar("SELECT last_event_id FROM sink_positions WHERE sink = $1")
                 .bind(sink)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(position.unwrap_or(0))
     }
-
-    async fn set_sink_position(&self, sink: &str, event_id: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sink_positions (sink, last_event_id) VALUES (?, ?) \
-             ON CONFLICT (sink) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id)",
-        )
-        .bind(sink)
-        .bind(event_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-}
-
-impl SqliteStore {
-    /// The selectors whose current plan includes the key (at this version, when given).
-    pub(super) async fn selectors_using(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &str,
-        version: Option<i64>,
-    ) -> StoreResult<Vec<String>> {
-        let rows: Vec<String> = match version {
-            Some(v) => {
-                sqlx::query_scalar(
-                    "SELECT selector FROM current_plan_artifacts WHERE artifact_key = ? AND version = ? ORDER BY selector",
-                )
-                .bind(key)
-                .bind(v)
-                .fetch_all(&mut **tx)
-                .await?
-            }
-            None => {
-                sqlx::query_scalar("SELECT selector FROM current_plan_artifacts WHERE artifact_key = ? ORDER BY selector")
-                    .bind(key)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-        };
-        Ok(rows)
-    }
 }
 
 async fn store_revision(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut AnyConnection,
+    dialect: Dialect,
     selector: &str,
     new: &RevisionRow,
     diff: &plan::PlanDiff,
@@ -668,7 +746,7 @@ async fn store_revision(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO revisions (selector, revision, status_id, organization, artifacts, diff, created_at, created_by) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(selector)
     .bind(new.revision)
@@ -676,13 +754,13 @@ async fn store_revision(
     .bind(&new.organization)
     .bind(to_json(&new.artifacts))
     .bind(to_json(&new.diff))
-    .bind(new.created_at)
+    .bind(ts(new.created_at))
     .bind(&new.created_by)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query(
         "INSERT INTO deployments (selector, organization, current_revision, last_revision, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (selector) DO UPDATE SET organization = excluded.organization, \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (selector) DO UPDATE SET organization = excluded.organization, \
          current_revision = excluded.current_revision, last_revision = excluded.last_revision, \
          created_at = excluded.created_at, updated_at = excluded.updated_at",
     )
@@ -690,24 +768,28 @@ async fn store_revision(
     .bind(&new.organization)
     .bind(new.revision)
     .bind(new.revision)
-    .bind(created_at)
-    .bind(new.created_at)
-    .execute(&mut **tx)
+    .bind(ts(created_at))
+    .bind(ts(new.created_at))
+    .execute(&mut *tx)
     .await?;
 
     // The reverse index follows the diff, so a one-artifact change costs one row.
     let removed: Vec<&str> = diff.removed.iter().map(|e| e.artifact_key.as_str()).collect();
     if new_incarnation {
-        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = ?")
+        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = $1")
             .bind(selector)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     if !removed.is_empty() {
-        sqlx::query("DELETE FROM current_plan_artifacts WHERE selector = ? AND artifact_key IN (SELECT value FROM json_each(?))")
+        let sql = format!(
+            "DELETE FROM current_plan_artifacts WHERE selector = $1 AND artifact_key IN {}",
+            dialect.strings("$2")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(selector)
             .bind(to_json(&removed))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     let upserts: Vec<(&str, i64)> = diff
@@ -717,31 +799,40 @@ async fn store_revision(
         .chain(diff.changed.iter().map(|c| (c.artifact_key.as_str(), c.new_version)))
         .collect();
     if !upserts.is_empty() {
-        sqlx::query(
+        // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+        let sql = format!(
             "INSERT INTO current_plan_artifacts (artifact_key, selector, version) \
-             SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]') FROM json_each(?) WHERE true \
+             SELECT p.k, $1, CAST(p.v AS BIGINT) FROM {} p WHERE true \
              ON CONFLICT (artifact_key, selector) DO UPDATE SET version = excluded.version",
-        )
-        .bind(selector)
-        .bind(to_json(&upserts))
-        .execute(&mut **tx)
-        .await?;
+            dialect.pairs("$2")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(selector)
+            .bind(to_json(&upserts))
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }
 
+/// Writes an event into the outbox: the last statement of its change's
+/// transaction, as it may hold the outbox lock until commit.
 async fn insert_event(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut AnyConnection,
+    dialect: Dialect,
     kind: &str,
     selector: &str,
     data: &Value,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO events (type, at, selector, data) VALUES (?, ?, ?, ?)")
+    if let Some(lock) = dialect.lock_outbox() {
+        sqlx::query(lock).execute(&mut *tx).await?;
+    }
+    sqlx::query("INSERT INTO events (type, at, selector, data) VALUES ($1, $2, $3, $4)")
         .bind(kind)
-        .bind(Utc::now())
+        .bind(ts(Utc::now()))
         .bind(selector)
         .bind(data.to_string())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
@@ -766,11 +857,11 @@ struct Reported {
 }
 
 async fn reported_states(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     status_id: &str,
 ) -> StoreResult<BTreeMap<String, Reported>> {
     let rows = sqlx::query(
-        "SELECT artifact_key, state, message, updated_at FROM artifact_status WHERE status_id = ?",
+        "SELECT artifact_key, state, message, updated_at FROM artifact_status WHERE status_id = $1",
     )
     .bind(status_id)
     .fetch_all(conn)
@@ -783,7 +874,7 @@ async fn reported_states(
                 Reported {
                     state: parse_state(&state)?,
                     message: row.try_get("message")?,
-                    updated_at: row.try_get("updated_at")?,
+                    updated_at: row.time("updated_at")?,
                 },
             ))
         })
@@ -807,11 +898,12 @@ fn all_states<'a>(
 
 /// The revision a status id names, for this selector, and whether it is current.
 async fn revision_by_status(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    dialect: Dialect,
     selector: &Selector,
     status_id: &str,
 ) -> StoreResult<(RevisionRow, bool)> {
-    let sql = format!("SELECT {REVISION_COLUMNS} FROM revisions WHERE selector = ? AND status_id = ?");
+    let sql = format!("SELECT {REVISION_COLUMNS} FROM revisions WHERE selector = $1 AND status_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(selector.as_str())
         .bind(status_id)
@@ -820,16 +912,18 @@ async fn revision_by_status(
         .ok_or(StoreError::NotFound)?;
     let rev = revision_from_row(&row)?;
     let current =
-        deployment_row(conn, selector.as_str()).await?.and_then(|d| d.current_revision) == Some(rev.revision);
+        deployment_row(conn, dialect, selector.as_str(), Hold::Read).await?.and_then(|d| d.current_revision)
+            == Some(rev.revision);
     Ok((rev, current))
 }
 
 async fn status(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    dialect: Dialect,
     selector: &Selector,
     status_id: &str,
 ) -> StoreResult<DeploymentStatus> {
-    let (rev, current) = revision_by_status(conn, selector, status_id).await?;
+    let (rev, current) = revision_by_status(conn, dialect, selector, status_id).await?;
     let reported = reported_states(conn, status_id).await?;
     let states = all_states(&rev, &reported);
     let artifacts = rev

@@ -1,0 +1,190 @@
+//! Event delivery: each sink (webhooks, NATS JetStream) has a dispatcher
+//! that reads the outbox after the sink's last delivered id and hands the
+//! events over in order.
+//!
+//! Delivery is at least once: the sink's position moves only after the sink
+//! accepted the event. With many replicas, one at a time delivers to a sink:
+//! it holds the sink's lease in the database, renewing it with every
+//! delivery; when it stops or dies, another takes over where it left off
+//! once the lease expires. Strict order per sink keeps events in order per
+//! selector. A failing sink is retried with exponential backoff in its own
+//! task, so it never blocks the API or the other sinks.
+
+pub mod nats;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stackyard_api::Event;
+use stackyard_store::MetadataStore;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use webhook::{WebhookSettings, WebhookSink, signature};
+
+/// Somewhere events are delivered to.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Names the sink; its position and lease are kept under this name.
+    fn name(&self) -> &str;
+    /// Delivers one event (`body` is its JSON); Ok once the sink has accepted it.
+    async fn deliver(&self, event: &Event, body: &[u8]) -> Result<(), String>;
+}
+
+/// Wakes the dispatchers when a change has written an event.
+#[derive(Clone)]
+pub struct EventNotifier(Arc<watch::Sender<u64>>);
+
+impl EventNotifier {
+    pub fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for EventNotifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const BATCH: u32 = 100;
+/// Without a wake-up (another replica wrote, or one was missed) poll this often.
+const POLL: Duration = Duration::from_secs(1);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long a replica's hold on a sink lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// Starts one dispatcher per sink; `owner` names this replica in leases.
+pub fn spawn_dispatchers(
+    store: Arc<dyn MetadataStore>,
+    sinks: Vec<Arc<dyn Sink>>,
+    owner: &str,
+    notifier: &EventNotifier,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    sinks
+        .into_iter()
+        .map(|sink| {
+            let dispatcher =
+                Dispatcher { store: store.clone(), sink, owner: owner.to_string(), stop: stop.clone() };
+            tokio::spawn(dispatcher.run(notifier.subscribe()))
+        })
+        .collect()
+}
+
+struct Dispatcher {
+    store: Arc<dyn MetadataStore>,
+    sink: Arc<dyn Sink>,
+    owner: String,
+    stop: CancellationToken,
+}
+
+fn lease() -> chrono::Duration {
+    chrono::Duration::from_std(LEASE).expect("a short lease")
+}
+
+impl Dispatcher {
+    async fn run(self, mut wake: watch::Receiver<u64>) {
+        let name = self.sink.name().to_string();
+        loop {
+            // Claiming also renews the lease while there is nothing to deliver.
+            let position = match self.store.claim_sink(&name, &self.owner, chrono::Utc::now(), lease()).await
+            {
+                Ok(position) => position,
+                Err(e) => {
+                    tracing::error!(sink = %name, error = %e, "claiming the sink's lease failed");
+                    None
+                }
+            };
+            let events = match position {
+                Some(position) => self.store.list_events(position, BATCH).await.unwrap_or_else(|e| {
+                    tracing::error!(sink = %name, error = %e, "reading events failed");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            if events.is_empty() {
+                tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    _ = wake.changed() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            }
+            for event in events {
+                match self.deliver_until_accepted(&event).await {
+                    Delivery::Accepted => {}
+                    Delivery::LostLease => break,
+                    Delivery::Stopping => {
+                        self.release(&name).await;
+                        return;
+                    }
+                }
+                match self.store.advance_sink(&name, &self.owner, event.id, chrono::Utc::now(), lease()).await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(sink = %name, "another replica took over this sink");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(sink = %name, error = %e, "recording the sink's position failed");
+                        break;
+                    }
+                }
+            }
+        }
+        self.release(&name).await;
+    }
+
+    async fn release(&self, name: &str) {
+        if let Err(e) = self.store.release_sink(name, &self.owner).await {
+            tracing::warn!(sink = %name, error = %e, "releasing the sink's lease failed");
+        }
+    }
+
+    /// Retries one event until the sink accepts it, renewing the lease between attempts.
+    async fn deliver_until_accepted(&self, event: &Event) -> Delivery {
+        let body = serde_json::to_vec(event).expect("events serialise");
+        let name = self.sink.name();
+        let mut delay = FIRST_RETRY;
+        for attempt in 1.. {
+            match self.sink.deliver(event, &body).await {
+                Ok(()) => return Delivery::Accepted,
+                Err(e) => {
+                    tracing::warn!(sink = %name, event = event.id, attempt, error = %e, "event delivery failed; retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return Delivery::Stopping,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(MAX_RETRY);
+                    match self.store.claim_sink(name, &self.owner, chrono::Utc::now(), lease()).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Delivery::LostLease,
+                        Err(e) => {
+                            tracing::error!(sink = %name, error = %e, "renewing the sink's lease failed")
+                        }
+                    }
+                }
+            }
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+}
+
+enum Delivery {
+    Accepted,
+    LostLease,
+    Stopping,
+}
