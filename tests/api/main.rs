@@ -7,6 +7,7 @@ mod cli;
 mod deployments;
 mod helpers;
 mod limits;
+mod object_store;
 mod operations;
 mod process;
 mod rollout;

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// `stackyard serve` in a child process on a free port.
-struct ServerProcess {
+pub struct ServerProcess {
     child: Child,
-    url: String,
-    client: reqwest::Client,
+    pub url: String,
+    pub client: reqwest::Client,
     lines: mpsc::Receiver<String>,
 }
 
@@ -25,7 +25,7 @@ impl ServerProcess {
         Self::start_with(data_dir, &[("STACKYARD_BOOTSTRAP_TOKEN", ADMIN_TOKEN)], &[])
     }
 
-    fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let (lines_tx, lines) = mpsc::channel();
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
@@ -59,7 +59,7 @@ impl ServerProcess {
     }
 
     /// The log lines printed so far.
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         self.lines.try_iter().collect::<Vec<_>>().join("\n")
     }
 

@@ -186,12 +186,12 @@ async fn the_event_stream_records_every_change_in_order() {
 
 /// A real HTTP receiver that records what it is sent.
 #[derive(Clone, Default)]
-struct Receiver {
+pub struct Receiver {
     seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
 }
 
 impl Receiver {
-    async fn serve_on(&self, listener: tokio::net::TcpListener) {
+    pub async fn serve_on(&self, listener: tokio::net::TcpListener) {
         let seen = self.seen.clone();
         let router = axum::Router::new().route(
             "/hook",
@@ -206,11 +206,11 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, router).await });
     }
 
-    fn events(&self) -> Vec<Value> {
+    pub fn events(&self) -> Vec<Value> {
         self.seen.lock().unwrap().iter().map(|(_, body)| serde_json::from_slice(body).unwrap()).collect()
     }
 
-    async fn wait_for(&self, count: usize) -> Vec<Value> {
+    pub async fn wait_for(&self, count: usize) -> Vec<Value> {
         for _ in 0..200 {
             if self.seen.lock().unwrap().len() >= count {
                 return self.events();
