@@ -11,4 +11,5 @@ mod object_store;
 mod operations;
 mod process;
 mod rollout;
+mod scale_out;
 mod uploads;

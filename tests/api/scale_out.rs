@@ -1,0 +1,353 @@
+//! Running on shared engines: the NATS JetStream sink against the real NATS
+//! server, start-up that fails fast on a bad backend, and several `serve`
+//! processes sharing one PostgreSQL, one S3-compatible server and one NATS.
+//! Each test skips, saying so, when its services are not there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use stackyard_server::config::NatsSettings;
+use stackyard_server::events::Sink;
+use stackyard_server::events::nats::NatsSink;
+use stackyard_testkit::{TestBucket, TestDatabase, random_hex};
+
+use crate::helpers::*;
+use crate::process::ServerProcess;
+use crate::rollout::Receiver;
+
+fn nats_settings(url: &str) -> NatsSettings {
+    let tag = random_hex(4);
+    NatsSettings {
+        url: url.into(),
+        subject_prefix: format!("test{tag}.events"),
+        stream: format!("TEST_{tag}"),
+    }
+}
+
+/// Every message of a stream, oldest first: (subject, Nats-Msg-Id, body).
+async fn stream_messages(url: &str, stream: &str, expected: usize) -> Vec<(String, String, Value)> {
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    let stream = js.get_stream(stream).await.unwrap();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(expected + 10)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(message) = batch.next().await {
+        let message = message.unwrap();
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        messages.push((message.subject.to_string(), id, serde_json::from_slice(&message.payload).unwrap()));
+    }
+    messages
+}
+
+async fn drop_stream(url: &str, stream: &str) {
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    js.delete_stream(stream).await.ok();
+}
+
+#[tokio::test]
+async fn events_reach_nats_jetstream_in_order_with_their_ids() {
+    let Some(url) = stackyard_testkit::nats_url().await else { return };
+    let nats = nats_settings(&url);
+    let settings = nats.clone();
+    let app = TestApp::spawn_with(move |s| s.nats = Some(settings)).await;
+    assert_eq!(app.get_json("/readyz").await["checks"]["nats"], "ok");
+    app.publish(&[("network", &[]), ("app", &["network"])]).await;
+    app.deploy("prod", keys(&["network"])).await;
+    app.deploy("prod", keys(&["network", "app"])).await;
+    app.client
+        .post(app.at("/_trigger"))
+        .json(&json!({"selector": "prod", "artifact_key": "network"}))
+        .send()
+        .await
+        .unwrap();
+    let events = app.get_json("/events").await["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 3);
+
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        messages = stream_messages(&url, &nats.stream, 3).await;
+        if messages.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_stream(&url, &nats.stream).await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    for ((subject, id, body), event) in messages.iter().zip(&events) {
+        assert_eq!(subject, &format!("{}.{}", nats.subject_prefix, event["type"].as_str().unwrap()));
+        assert_eq!(id, &event["id"].to_string(), "Nats-Msg-Id is the event id");
+        assert_eq!(body, event);
+    }
+}
+
+#[tokio::test]
+async fn jetstream_drops_a_redelivered_event() {
+    let Some(url) = stackyard_testkit::nats_url().await else { return };
+    let nats = nats_settings(&url);
+    let sink = NatsSink::connect(&nats).await.unwrap();
+    let event: stackyard_api::Event = serde_json::from_value(json!({
+        "id": 7, "type": "deployment.triggered", "at": "2026-12-03T10:00:00Z", "selector": "prod", "data": {}
+    }))
+    .unwrap();
+    let body = serde_json::to_vec(&event).unwrap();
+    sink.deliver(&event, &body).await.unwrap();
+    sink.deliver(&event, &body).await.unwrap();
+    let messages = stream_messages(&url, &nats.stream, 2).await;
+    drop_stream(&url, &nats.stream).await;
+    assert_eq!(messages.len(), 1, "delivered twice, stored once");
+}
+
+/// Starts `serve` with `env` and expects it to exit at once, saying `expected`.
+fn fails_fast(env: &[(&str, &str)], expected: &str) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .env("STACKYARD_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{env:?} must not start");
+    assert!(stderr.contains(expected), "{env:?}: expected '{expected}' in:\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it fails fast, not after retrying forever");
+}
+
+#[test]
+fn start_up_fails_fast_on_a_bad_backend() {
+    fails_fast(&[("STACKYARD_DATABASE_URL", "mysql://db/x")], "neither sqlite://PATH nor postgres://");
+    fails_fast(
+        &[("STACKYARD_DATABASE_URL", "postgres://stackyard:secret@127.0.0.1:1/x")],
+        "connecting to PostgreSQL at postgres://stackyard:***@127.0.0.1:1/x",
+    );
+    fails_fast(&[("STACKYARD_BLOB_STORE", "s3://Bad_Bucket")], "is not an S3 bucket name");
+    fails_fast(
+        &[("STACKYARD_BLOB_STORE", "s3://packages")],
+        "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    );
+    fails_fast(
+        &[("STACKYARD_NATS_URL", "nats://127.0.0.1:1")],
+        "cannot connect to NATS at nats://127.0.0.1:1",
+    );
+}
+
+#[tokio::test]
+async fn start_up_fails_fast_on_a_missing_bucket() {
+    let Some(bucket) = TestBucket::create().await else { return };
+    let missing = format!("s3://{}-missing/x", bucket.bucket);
+    fails_fast(
+        &[
+            ("STACKYARD_BLOB_STORE", &missing),
+            ("STACKYARD_S3_ENDPOINT", &bucket.endpoint),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+        "refused a test write and delete",
+    );
+}
+
+/// Three replicas on one PostgreSQL, one S3 bucket, one NATS stream and one
+/// webhook receiver; clients write the same selectors through all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_registry_and_lose_nothing() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let Some(bucket) = TestBucket::create().await else { return };
+    let Some(nats_url) = stackyard_testkit::nats_url().await else { return };
+    let nats = nats_settings(&nats_url);
+
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    receiver.serve_on(listener).await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("stackyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "nats_subject_prefix = '{}'\nnats_stream = '{}'\nupload_sweep_interval_secs = 1\n\
+             [[webhooks]]\nname = 'engine'\nurl = '{hook}'\nsecret = 'webhook-secret-0123456789'\n",
+            nats.subject_prefix, nats.stream
+        ),
+    )
+    .unwrap();
+    let blob_store = format!("s3://{}/shared", bucket.bucket);
+    let env = [
+        ("STACKYARD_BOOTSTRAP_TOKEN", ADMIN_TOKEN),
+        ("STACKYARD_DATABASE_URL", db.url.as_str()),
+        ("STACKYARD_BLOB_STORE", blob_store.as_str()),
+        ("STACKYARD_S3_ENDPOINT", bucket.endpoint.as_str()),
+        ("STACKYARD_NATS_URL", nats_url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config_arg = config.to_str().unwrap();
+    let replicas: Vec<ServerProcess> =
+        dirs.iter().map(|d| ServerProcess::start_with(d.path(), &env, &["--config", config_arg])).collect();
+    let client = client_with(ADMIN_TOKEN);
+
+    // A package uploaded through one replica is at once usable through the others.
+    let mut keys_by_selector: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..12 {
+        let via = &replicas[i % 3];
+        let presigned: Value = client
+            .post(format!("{}/presigned_url", via.url))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let name = format!("svc-{i}");
+        let response = post_form(&reqwest::Client::new(), &presigned, package(&name, &[], &name), &[]).await;
+        assert!(response.status().is_success());
+        let next = &replicas[(i + 1) % 3];
+        let completed = client
+            .post(format!("{}/uploads/{}/complete", next.url, presigned["upload_id"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(completed.json::<Value>().await.unwrap()["state"], "registered");
+        keys_by_selector.entry(format!("prod/{}", i % 3)).or_default().push(name);
+    }
+    let download =
+        client.get(format!("{}/artifacts/svc-0/versions/1/download", replicas[2].url)).send().await.unwrap();
+    assert_eq!(download.bytes().await.unwrap().as_ref(), package("svc-0", &[], "svc-0").as_slice());
+
+    // Every artifact is added to its selector by a separate client, through
+    // every replica at once; then half are removed again.
+    let mut writes = Vec::new();
+    for (n, (selector, names)) in keys_by_selector.iter().enumerate() {
+        for (k, name) in names.iter().enumerate() {
+            let url =
+                format!("{}/deployments/{}/artifact/{name}", replicas[(n + k) % 3].url, segment(selector));
+            let client = client.clone();
+            writes
+                .push(tokio::spawn(async move { client.post(url).send().await.unwrap().status().as_u16() }));
+        }
+    }
+    for write in writes {
+        assert!([200, 201].contains(&write.await.unwrap()));
+    }
+    let mut removals = Vec::new();
+    for (n, (selector, names)) in keys_by_selector.iter().enumerate() {
+        for (k, name) in names.iter().enumerate().filter(|(k, _)| k % 2 == 1) {
+            let url = format!(
+                "{}/deployments/{}/artifact/{name}",
+                replicas[(n + k + 1) % 3].url,
+                segment(selector)
+            );
+            let client = client.clone();
+            removals.push(tokio::spawn(
+                async move { client.delete(url).send().await.unwrap().status().as_u16() },
+            ));
+        }
+    }
+    for removal in removals {
+        assert_eq!(removal.await.unwrap(), 200);
+    }
+
+    // No update lost, revisions contiguous, read back through any replica.
+    let mut total_revisions = 0;
+    for (n, (selector, names)) in keys_by_selector.iter().enumerate() {
+        let via = &replicas[(n + 2) % 3];
+        let deployment: Value = client
+            .get(format!("{}/deployments/{}", via.url, segment(selector)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kept: BTreeSet<String> = deployment["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["artifact_key"].as_str().unwrap().to_string())
+            .collect();
+        let expected: BTreeSet<String> =
+            names.iter().enumerate().filter(|(k, _)| k % 2 == 0).map(|(_, n)| n.clone()).collect();
+        assert_eq!(kept, expected, "{selector}: every add and every remove took effect");
+        let revisions: Value = client
+            .get(format!("{}/deployments/{}/revisions?limit=100", via.url, segment(selector)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let numbers: Vec<i64> = revisions["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["revision"].as_i64().unwrap())
+            .collect();
+        let writes = names.len() + names.len() / 2;
+        assert_eq!(numbers, (1..=writes as i64).rev().collect::<Vec<_>>(), "{selector}: contiguous");
+        total_revisions += writes;
+    }
+
+    // Every event arrives at each sink once per lease holder, in order per selector.
+    let events: Value = client
+        .get(format!("{}/events?limit=500", replicas[0].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = events["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), total_revisions);
+    let delivered = receiver.wait_for(total_revisions).await;
+    let unique: BTreeMap<i64, &Value> = delivered.iter().map(|e| (e["id"].as_i64().unwrap(), e)).collect();
+    assert_eq!(unique.len(), total_revisions, "every event reached the webhook");
+    for selector in keys_by_selector.keys() {
+        let order: Vec<i64> = delivered
+            .iter()
+            .filter(|e| e["selector"] == selector.as_str())
+            .map(|e| e["data"]["revision"].as_i64().unwrap())
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(order, sorted, "{selector}: delivered in revision order, no duplicates without a failure");
+    }
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        messages = stream_messages(&nats_url, &nats.stream, total_revisions).await;
+        if messages.len() >= total_revisions {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop_stream(&nats_url, &nats.stream).await;
+    let ids: Vec<String> = messages.iter().map(|(_, id, _)| id.clone()).collect();
+    let expected: Vec<String> = events.iter().map(|e| e["id"].to_string()).collect();
+    assert_eq!(ids, expected, "NATS got every event once, in order");
+    for replica in &replicas {
+        assert!(!replica.log().contains("\"level\":\"ERROR\""), "no replica logged an error");
+    }
+}
