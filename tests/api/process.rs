@@ -63,8 +63,14 @@ impl ServerProcess {
         self.lines.try_iter().collect::<Vec<_>>().join("\n")
     }
 
-    fn pid(&self) -> String {
+    pub fn pid(&self) -> String {
         self.child.id().to_string()
+    }
+
+    /// SIGKILL: the process dies on the spot, as in a crash.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     fn terminate(&mut self) -> ExitStatus {

@@ -188,16 +188,24 @@ async fn the_event_stream_records_every_change_in_order() {
 #[derive(Clone, Default)]
 pub struct Receiver {
     seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    /// How long each delivery takes to be answered.
+    pub delay: Duration,
 }
 
 impl Receiver {
+    /// One that takes `delay` to answer each delivery.
+    pub fn slow(delay: Duration) -> Self {
+        Self { delay, ..Default::default() }
+    }
+
     pub async fn serve_on(&self, listener: tokio::net::TcpListener) {
-        let seen = self.seen.clone();
+        let (seen, delay) = (self.seen.clone(), self.delay);
         let router = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let seen = seen.clone();
                 async move {
+                    tokio::time::sleep(delay).await;
                     seen.lock().unwrap().push((headers, body));
                     axum::http::StatusCode::NO_CONTENT
                 }
@@ -211,7 +219,11 @@ impl Receiver {
     }
 
     pub async fn wait_for(&self, count: usize) -> Vec<Value> {
-        for _ in 0..200 {
+        self.wait_within(count, Duration::from_secs(10)).await
+    }
+
+    pub async fn wait_within(&self, count: usize, limit: Duration) -> Vec<Value> {
+        for _ in 0..limit.as_millis() / 50 {
             if self.seen.lock().unwrap().len() >= count {
                 return self.events();
             }

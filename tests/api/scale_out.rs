@@ -163,20 +163,46 @@ async fn start_up_fails_fast_on_a_missing_bucket() {
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
         ],
-        "refused a test write and delete",
+        "refused a test write and delete: NoSuchBucket",
+    );
+}
+
+async fn json(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+#[test]
+fn start_up_fails_fast_on_credentials_s3_refuses() {
+    let Some(endpoint) = stackyard_testkit::s3_auth_endpoint() else { return };
+    fails_fast(
+        &[
+            ("STACKYARD_BLOB_STORE", "s3://packages/x"),
+            ("STACKYARD_S3_ENDPOINT", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "AKIANOTAKEY"),
+            ("AWS_SECRET_ACCESS_KEY", "not-a-secret"),
+        ],
+        "refused a test write and delete: InvalidAccessKeyId: ",
     );
 }
 
 /// Three replicas on one PostgreSQL, one S3 bucket, one NATS stream and one
-/// webhook receiver; clients write the same selectors through all of them.
+/// webhook receiver; clients write the same selectors through all of them
+/// at once, and the replica delivering to the webhook is killed midway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_registry_and_lose_nothing() {
     let Some(db) = TestDatabase::create().await else { return };
     let Some(bucket) = TestBucket::create().await else { return };
     let Some(nats_url) = stackyard_testkit::nats_url().await else { return };
     let nats = nats_settings(&nats_url);
+    const SELECTORS: usize = 3;
+    const PACKAGES: usize = 30;
 
-    let receiver = Receiver::default();
+    // A slow engine: deliveries are still going on when its replica dies.
+    let receiver = Receiver::slow(Duration::from_millis(40));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     receiver.serve_on(listener).await;
@@ -185,7 +211,7 @@ async fn replicas_share_one_registry_and_lose_nothing() {
     std::fs::write(
         &config,
         format!(
-            "nats_subject_prefix = '{}'\nnats_stream = '{}'\nupload_sweep_interval_secs = 1\n\
+            "nats_subject_prefix = '{}'\nnats_stream = '{}'\nsink_lease_secs = 2\n\
              [[webhooks]]\nname = 'engine'\nurl = '{hook}'\nsecret = 'webhook-secret-0123456789'\n",
             nats.subject_prefix, nats.stream
         ),
@@ -204,150 +230,155 @@ async fn replicas_share_one_registry_and_lose_nothing() {
     ];
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let config_arg = config.to_str().unwrap();
-    let replicas: Vec<ServerProcess> =
+    let mut replicas: Vec<ServerProcess> =
         dirs.iter().map(|d| ServerProcess::start_with(d.path(), &env, &["--config", config_arg])).collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
     let client = client_with(ADMIN_TOKEN);
 
-    // A package uploaded through one replica is at once usable through the others.
-    let mut keys_by_selector: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in 0..12 {
-        let via = &replicas[i % 3];
-        let presigned: Value = client
-            .post(format!("{}/presigned_url", via.url))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    // Presigned through one replica, completed through the next: usable at once through all.
+    let mut names_by_selector: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..PACKAGES {
+        let presigned = json(client.post(format!("{}/presigned_url", urls[i % 3])).json(&json!({}))).await;
         let name = format!("svc-{i}");
-        let response = post_form(&reqwest::Client::new(), &presigned, package(&name, &[], &name), &[]).await;
-        assert!(response.status().is_success());
-        let next = &replicas[(i + 1) % 3];
-        let completed = client
-            .post(format!("{}/uploads/{}/complete", next.url, presigned["upload_id"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(completed.json::<Value>().await.unwrap()["state"], "registered");
-        keys_by_selector.entry(format!("prod/{}", i % 3)).or_default().push(name);
+        let sent = post_form(&reqwest::Client::new(), &presigned, package(&name, &[], &name), &[]).await;
+        assert!(sent.status().is_success());
+        let id = presigned["upload_id"].as_str().unwrap();
+        let completed = json(client.post(format!("{}/uploads/{id}/complete", urls[(i + 1) % 3]))).await;
+        assert_eq!(completed["state"], "registered");
+        names_by_selector.entry(format!("prod/{}", i % SELECTORS)).or_default().push(name);
     }
     let download =
-        client.get(format!("{}/artifacts/svc-0/versions/1/download", replicas[2].url)).send().await.unwrap();
+        client.get(format!("{}/artifacts/svc-0/versions/1/download", urls[2])).send().await.unwrap();
     assert_eq!(download.bytes().await.unwrap().as_ref(), package("svc-0", &[], "svc-0").as_slice());
 
-    // Every artifact is added to its selector by a separate client, through
-    // every replica at once; then half are removed again.
-    let mut writes = Vec::new();
-    for (n, (selector, names)) in keys_by_selector.iter().enumerate() {
-        for (k, name) in names.iter().enumerate() {
-            let url =
-                format!("{}/deployments/{}/artifact/{name}", replicas[(n + k) % 3].url, segment(selector));
-            let client = client.clone();
-            writes
-                .push(tokio::spawn(async move { client.post(url).send().await.unwrap().status().as_u16() }));
+    // One client per artifact adds it to its selector, all at once, spread
+    // over the replicas; then every other one is removed the same way.
+    let write_all = |method: reqwest::Method, keep: fn(usize) -> bool, shift: usize| {
+        let tasks: Vec<_> = names_by_selector
+            .iter()
+            .enumerate()
+            .flat_map(|(n, (selector, names))| {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter(move |(k, _)| keep(*k))
+                    .map(move |(k, name)| (n + k, selector, name))
+            })
+            .map(|(spread, selector, name)| {
+                let url = format!(
+                    "{}/deployments/{}/artifact/{name}",
+                    urls[(spread + shift) % 3],
+                    segment(selector)
+                );
+                let request = client.request(method.clone(), url);
+                tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        async move {
+            for task in tasks {
+                assert!([200, 201].contains(&task.await.unwrap()));
+            }
         }
-    }
-    for write in writes {
-        assert!([200, 201].contains(&write.await.unwrap()));
-    }
-    let mut removals = Vec::new();
-    for (n, (selector, names)) in keys_by_selector.iter().enumerate() {
-        for (k, name) in names.iter().enumerate().filter(|(k, _)| k % 2 == 1) {
-            let url = format!(
-                "{}/deployments/{}/artifact/{name}",
-                replicas[(n + k + 1) % 3].url,
-                segment(selector)
-            );
-            let client = client.clone();
-            removals.push(tokio::spawn(
-                async move { client.delete(url).send().await.unwrap().status().as_u16() },
-            ));
-        }
-    }
-    for removal in removals {
-        assert_eq!(removal.await.unwrap(), 200);
-    }
+    };
+    write_all(reqwest::Method::POST, |_| true, 0).await;
+    write_all(reqwest::Method::DELETE, |k| k % 2 == 1, 1).await;
+    let per_selector = PACKAGES / SELECTORS;
+    let total_revisions = SELECTORS * (per_selector + per_selector / 2);
 
-    // No update lost, revisions contiguous, read back through any replica.
-    let mut total_revisions = 0;
-    for (n, (selector, names)) in keys_by_selector.iter().enumerate() {
-        let via = &replicas[(n + 2) % 3];
-        let deployment: Value = client
-            .get(format!("{}/deployments/{}", via.url, segment(selector)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let kept: BTreeSet<String> = deployment["artifacts"]
+    // Kill the replica delivering to the webhook while it is at it.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let holder = loop {
+        let owner: Option<String> = sqlx::query_scalar(
+            "SELECT lease_owner FROM sink_positions WHERE sink = 'engine' AND last_event_id > 3",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .flatten();
+        if let Some(owner) = owner {
+            break owner;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let victim = replicas.iter().position(|r| holder.starts_with(&format!("pid{}-", r.pid()))).unwrap();
+    let before = receiver.events().len();
+    replicas[victim].kill();
+    assert!(
+        before < total_revisions,
+        "the kill came before the last delivery ({before} of {total_revisions})"
+    );
+    let survivor = &urls[(victim + 1) % 3];
+
+    // No update lost, revisions contiguous, read back through a survivor.
+    for (selector, names) in &names_by_selector {
+        let deployment = json(client.get(format!("{survivor}/deployments/{}", segment(selector)))).await;
+        let kept: BTreeSet<&str> = deployment["artifacts"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|a| a["artifact_key"].as_str().unwrap().to_string())
+            .map(|a| a["artifact_key"].as_str().unwrap())
             .collect();
-        let expected: BTreeSet<String> =
-            names.iter().enumerate().filter(|(k, _)| k % 2 == 0).map(|(_, n)| n.clone()).collect();
+        let expected: BTreeSet<&str> =
+            names.iter().enumerate().filter(|(k, _)| k % 2 == 0).map(|(_, n)| n.as_str()).collect();
         assert_eq!(kept, expected, "{selector}: every add and every remove took effect");
-        let revisions: Value = client
-            .get(format!("{}/deployments/{}/revisions?limit=100", via.url, segment(selector)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let revisions =
+            json(client.get(format!("{survivor}/deployments/{}/revisions?limit=100", segment(selector))))
+                .await;
         let numbers: Vec<i64> = revisions["revisions"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["revision"].as_i64().unwrap())
             .collect();
-        let writes = names.len() + names.len() / 2;
-        assert_eq!(numbers, (1..=writes as i64).rev().collect::<Vec<_>>(), "{selector}: contiguous");
-        total_revisions += writes;
+        let writes = (per_selector + per_selector / 2) as i64;
+        assert_eq!(numbers, (1..=writes).rev().collect::<Vec<_>>(), "{selector}: contiguous");
     }
+    let events =
+        json(client.get(format!("{survivor}/events?limit=500"))).await["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), total_revisions, "one event per revision");
 
-    // Every event arrives at each sink once per lease holder, in order per selector.
-    let events: Value = client
-        .get(format!("{}/events?limit=500", replicas[0].url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events = events["events"].as_array().unwrap().clone();
-    assert_eq!(events.len(), total_revisions);
-    let delivered = receiver.wait_for(total_revisions).await;
-    let unique: BTreeMap<i64, &Value> = delivered.iter().map(|e| (e["id"].as_i64().unwrap(), e)).collect();
+    // The survivors took the webhook over: every event arrived, in order per
+    // selector, at most the one in flight at the kill twice.
+    let mut delivered = Vec::new();
+    for _ in 0..300 {
+        delivered = receiver.events();
+        if delivered.iter().map(|e| e["id"].as_i64()).collect::<BTreeSet<_>>().len() == total_revisions {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unique: BTreeSet<i64> = delivered.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert_eq!(unique.len(), total_revisions, "every event reached the webhook");
-    for selector in keys_by_selector.keys() {
-        let order: Vec<i64> = delivered
+    assert!(delivered.len() <= total_revisions + 1, "at least once, not many times: {}", delivered.len());
+    for selector in names_by_selector.keys() {
+        let mut seen = BTreeSet::new();
+        let first_deliveries: Vec<i64> = delivered
             .iter()
-            .filter(|e| e["selector"] == selector.as_str())
+            .filter(|e| e["selector"] == selector.as_str() && seen.insert(e["id"].as_i64().unwrap()))
             .map(|e| e["data"]["revision"].as_i64().unwrap())
             .collect();
-        let mut sorted = order.clone();
+        let mut sorted = first_deliveries.clone();
         sorted.sort();
-        sorted.dedup();
-        assert_eq!(order, sorted, "{selector}: delivered in revision order, no duplicates without a failure");
+        assert_eq!(first_deliveries, sorted, "{selector}: delivered in revision order");
     }
-    let mut messages = Vec::new();
-    for _ in 0..50 {
-        messages = stream_messages(&nats_url, &nats.stream, total_revisions).await;
-        if messages.len() >= total_revisions {
+
+    // NATS: JetStream de-duplicated any redelivery, so each event is there once, in order.
+    let expected: Vec<String> = events.iter().map(|e| e["id"].to_string()).collect();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids = stream_messages(&nats_url, &nats.stream, total_revisions)
+            .await
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect();
+        if ids.len() >= total_revisions {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop_stream(&nats_url, &nats.stream).await;
-    let ids: Vec<String> = messages.iter().map(|(_, id, _)| id.clone()).collect();
-    let expected: Vec<String> = events.iter().map(|e| e["id"].to_string()).collect();
     assert_eq!(ids, expected, "NATS got every event once, in order");
-    for replica in &replicas {
-        assert!(!replica.log().contains("\"level\":\"ERROR\""), "no replica logged an error");
+    for (i, replica) in replicas.iter().enumerate().filter(|(i, _)| *i != victim) {
+        assert!(!replica.log().contains("\"level\":\"ERROR\""), "replica {i} logged no error");
     }
 }

@@ -73,6 +73,9 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     /// How often direct uploads that nobody completed are looked for.
     pub upload_sweep_interval_secs: u64,
+    /// How long a replica's hold on delivering to a sink lasts unrenewed:
+    /// the longest a dead replica's sinks wait before another takes over.
+    pub sink_lease_secs: u64,
 }
 
 /// Bounds on what one request may ask of the server. The defaults are far
@@ -136,6 +139,7 @@ impl Default for Settings {
             s3: S3Settings::default(),
             nats: None,
             upload_sweep_interval_secs: 30,
+            sink_lease_secs: 30,
         }
     }
 }
@@ -229,6 +233,7 @@ struct FileSettings {
     nats_subject_prefix: Option<String>,
     nats_stream: Option<String>,
     upload_sweep_interval_secs: Option<u64>,
+    sink_lease_secs: Option<u64>,
 }
 
 impl Settings {
@@ -304,6 +309,7 @@ impl Settings {
             upload_sweep_interval_secs: file
                 .upload_sweep_interval_secs
                 .unwrap_or(defaults.upload_sweep_interval_secs),
+            sink_lease_secs: file.sink_lease_secs.unwrap_or(defaults.sink_lease_secs),
         };
         settings.validate()?;
         Ok(settings)
@@ -335,8 +341,13 @@ impl Settings {
         if l.header_timeout_secs == 0 || l.upload_idle_timeout_secs == 0 {
             anyhow::bail!("[limits] timeouts must be at least one second");
         }
-        if self.database_max_connections == 0 || self.upload_sweep_interval_secs == 0 {
-            anyhow::bail!("database_max_connections and upload_sweep_interval_secs must be at least 1");
+        if self.database_max_connections == 0
+            || self.upload_sweep_interval_secs == 0
+            || self.sink_lease_secs < 2
+        {
+            anyhow::bail!(
+                "database_max_connections and upload_sweep_interval_secs must be at least 1, sink_lease_secs at least 2"
+            );
         }
         if let Some(endpoint) = &self.s3.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

@@ -215,6 +215,7 @@ impl Application {
             self.state.store.clone(),
             sinks,
             &replica_name(),
+            std::time::Duration::from_secs(self.state.settings.sink_lease_secs),
             &self.state.events,
             stop.clone(),
         );

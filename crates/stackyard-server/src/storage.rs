@@ -109,6 +109,21 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// S3's own `<Code>` and `<Message>` from an error that carries its XML
+/// answer (e.g. `InvalidAccessKeyId: The AWS Access Key Id ...`), else the error.
+fn s3_reason(error: &str) -> String {
+    let element = |name: &str| {
+        let start = error.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = start + error[start..].find(&format!("</{name}>"))?;
+        Some(&error[start..end])
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => error.to_string(),
+    }
+}
+
 pub async fn open_metadata(
     database: Option<&DatabaseUrl>,
     data_dir: &Path,
@@ -165,9 +180,10 @@ pub async fn open_blobs(
             match tokio::time::timeout(Duration::from_secs(20), store.ping()).await {
                 Ok(Ok(())) => Ok(Arc::new(store)),
                 Ok(Err(e)) => bail!(
-                    "the S3 bucket '{bucket}' at {at} refused a test write and delete: {e}. Check the bucket \
+                    "the S3 bucket '{bucket}' at {at} refused a test write and delete: {}. Check the bucket \
                      name, the region ({}), the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and that \
                      they may put, get and delete objects",
+                    s3_reason(&e.to_string()),
                     s3.region
                 ),
                 Err(_) => bail!("the S3 endpoint {at} did not answer within 20 s (STACKYARD_S3_ENDPOINT)"),
@@ -200,5 +216,9 @@ mod tests {
         assert!("s3://Bad_Bucket/x".parse::<BlobStoreUrl>().is_err());
         assert!("ftp://x".parse::<BlobStoreUrl>().is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        let xml = "403 Forbidden: <?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code>\
+                   <Message>The specified bucket does not exist</Message></Error>";
+        assert_eq!(s3_reason(xml), "NoSuchBucket: The specified bucket does not exist");
+        assert_eq!(s3_reason("connection refused"), "connection refused");
     }
 }

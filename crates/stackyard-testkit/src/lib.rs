@@ -14,6 +14,8 @@ use sqlx::{Connection, Executor, PgConnection};
 
 pub const POSTGRES_VAR: &str = "STACKYARD_TEST_POSTGRES_URL";
 pub const S3_VAR: &str = "STACKYARD_TEST_S3_ENDPOINT";
+/// An S3-compatible server that checks credentials (moto with IAM auth on).
+pub const S3_AUTH_VAR: &str = "STACKYARD_TEST_S3_AUTH_ENDPOINT";
 pub const NATS_VAR: &str = "STACKYARD_TEST_NATS_URL";
 pub const REQUIRE_VAR: &str = "STACKYARD_TEST_REQUIRE_SERVICES";
 
@@ -116,6 +118,15 @@ async fn create_bucket(endpoint: &str, bucket: &str) -> Result<(), String> {
         Some("200") => Ok(()),
         _ => Err(response),
     }
+}
+
+/// The credential-checking S3 server, or `None` (after [`skip`]) without one.
+pub fn s3_auth_endpoint() -> Option<String> {
+    let endpoint = std::env::var(S3_AUTH_VAR).ok();
+    if endpoint.is_none() {
+        skip("a credential-checking S3 server", &format!("{S3_AUTH_VAR} is not set; .ci/run starts one"));
+    }
+    endpoint
 }
 
 /// The NATS server's address, or `None` (after [`skip`]) when it cannot be reached.

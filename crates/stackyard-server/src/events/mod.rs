@@ -4,9 +4,10 @@
 //!
 //! Delivery is at least once: the sink's position moves only after the sink
 //! accepted the event. With many replicas, one at a time delivers to a sink:
-//! it holds the sink's lease in the database, renewing it with every
-//! delivery; when it stops or dies, another takes over where it left off
-//! once the lease expires. Strict order per sink keeps events in order per
+//! it holds the sink's lease in the database (`sink_lease_secs`), renewing
+//! it with every delivery and poll; when it stops it hands the lease back,
+//! and when it dies another takes over where it left off once the lease
+//! expires. Strict order per sink keeps events in order per
 //! selector. A failing sink is retried with exponential backoff in its own
 //! task, so it never blocks the API or the other sinks.
 
@@ -62,22 +63,27 @@ const BATCH: u32 = 100;
 const POLL: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
-/// How long a replica's hold on a sink lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(30);
-
-/// Starts one dispatcher per sink; `owner` names this replica in leases.
+/// Starts one dispatcher per sink; `owner` names this replica in leases,
+/// which last `lease` unrenewed.
 pub fn spawn_dispatchers(
     store: Arc<dyn MetadataStore>,
     sinks: Vec<Arc<dyn Sink>>,
     owner: &str,
+    lease: Duration,
     notifier: &EventNotifier,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let lease = chrono::Duration::from_std(lease).expect("a lease of seconds");
     sinks
         .into_iter()
         .map(|sink| {
-            let dispatcher =
-                Dispatcher { store: store.clone(), sink, owner: owner.to_string(), stop: stop.clone() };
+            let dispatcher = Dispatcher {
+                store: store.clone(),
+                sink,
+                owner: owner.to_string(),
+                lease,
+                stop: stop.clone(),
+            };
             tokio::spawn(dispatcher.run(notifier.subscribe()))
         })
         .collect()
@@ -87,11 +93,8 @@ struct Dispatcher {
     store: Arc<dyn MetadataStore>,
     sink: Arc<dyn Sink>,
     owner: String,
+    lease: chrono::Duration,
     stop: CancellationToken,
-}
-
-fn lease() -> chrono::Duration {
-    chrono::Duration::from_std(LEASE).expect("a short lease")
 }
 
 impl Dispatcher {
@@ -99,14 +102,14 @@ impl Dispatcher {
         let name = self.sink.name().to_string();
         loop {
             // Claiming also renews the lease while there is nothing to deliver.
-            let position = match self.store.claim_sink(&name, &self.owner, chrono::Utc::now(), lease()).await
-            {
-                Ok(position) => position,
-                Err(e) => {
-                    tracing::error!(sink = %name, error = %e, "claiming the sink's lease failed");
-                    None
-                }
-            };
+            let position =
+                match self.store.claim_sink(&name, &self.owner, chrono::Utc::now(), self.lease).await {
+                    Ok(position) => position,
+                    Err(e) => {
+                        tracing::error!(sink = %name, error = %e, "claiming the sink's lease failed");
+                        None
+                    }
+                };
             let events = match position {
                 Some(position) => self.store.list_events(position, BATCH).await.unwrap_or_else(|e| {
                     tracing::error!(sink = %name, error = %e, "reading events failed");
@@ -131,7 +134,10 @@ impl Dispatcher {
                         return;
                     }
                 }
-                match self.store.advance_sink(&name, &self.owner, event.id, chrono::Utc::now(), lease()).await
+                match self
+                    .store
+                    .advance_sink(&name, &self.owner, event.id, chrono::Utc::now(), self.lease)
+                    .await
                 {
                     Ok(true) => {}
                     Ok(false) => {
@@ -169,7 +175,7 @@ impl Dispatcher {
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(MAX_RETRY);
-                    match self.store.claim_sink(name, &self.owner, chrono::Utc::now(), lease()).await {
+                    match self.store.claim_sink(name, &self.owner, chrono::Utc::now(), self.lease).await {
                         Ok(Some(_)) => {}
                         Ok(None) => return Delivery::LostLease,
                         Err(e) => {
