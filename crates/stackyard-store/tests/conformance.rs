@@ -475,3 +475,50 @@ async fn postgres_writers_on_separate_pools_lose_no_update() {
     let in_order: Vec<i64> = events.iter().map(|e| e.data["revision"].as_i64().unwrap()).collect();
     assert_eq!(in_order, (1..=20).collect::<Vec<_>>(), "event ids follow commit order");
 }
+
+/// A database written by the release before the shared SQL store (times as
+/// sqlx-sqlite wrote them: `+00:00`, as many fraction digits as needed)
+/// opens, migrates and answers as before.
+#[tokio::test]
+async fn sqlite_databases_from_the_previous_release_keep_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    {
+        let store = SqlStore::open_sqlite(&path).await.unwrap();
+        register(&store, "u1", &new_version("net", &[], "n", &[])).await;
+        store.write_plan(&pin("prod", "net")).await.unwrap();
+    }
+    // Rewrite every time into the old encoding.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    for (table, columns) in [
+        ("uploads", &["created_at", "expires_at", "claimed_at"][..]),
+        ("artifacts", &["updated_at"][..]),
+        ("artifact_versions", &["uploaded_at"][..]),
+        ("deployments", &["created_at", "updated_at"][..]),
+        ("revisions", &["created_at"][..]),
+        ("events", &["at"][..]),
+        ("audit_log", &["at"][..]),
+    ] {
+        for column in columns {
+            let sql = format!(
+                "UPDATE {table} SET {column} = rtrim(rtrim(rtrim({column}, 'Z'), '0'), '.') || '+00:00'"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+        }
+    }
+    let old: String =
+        sqlx::query_scalar("SELECT uploaded_at FROM artifact_versions").fetch_one(&pool).await.unwrap();
+    assert!(old.ends_with("+00:00"), "{old}");
+    pool.close().await;
+
+    let store = SqlStore::open_sqlite(&path).await.unwrap();
+    let version = store.get_version(&key("net"), &VersionRef::Number(1)).await.unwrap();
+    assert_eq!(version.uploaded_at.timezone(), Utc);
+    let selector = Selector::parse("prod").unwrap();
+    assert_eq!(store.get_deployment(&selector).await.unwrap().revision, 1);
+    assert_eq!(store.list_events(0, 10).await.unwrap().len(), 1);
+    store.write_plan(&pin("prod", "net")).await.unwrap();
+    register(&store, "u2", &new_version("net", &[], "n2", &[])).await;
+    assert_eq!(store.get_artifact(&key("net")).await.unwrap().summary.latest_version, 2);
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+}
