@@ -211,7 +211,7 @@ async fn replicas_share_one_registry_and_lose_nothing() {
     std::fs::write(
         &config,
         format!(
-            "nats_subject_prefix = '{}'\nnats_stream = '{}'\nsink_lease_secs = 2\n\
+            "nats_subject_prefix = '{}'\nnats_stream = '{}'\nsink_lease_secs = 4\n\
              [[webhooks]]\nname = 'engine'\nurl = '{hook}'\nsecret = 'webhook-secret-0123456789'\n",
             nats.subject_prefix, nats.stream
         ),
