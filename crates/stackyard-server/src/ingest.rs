@@ -269,21 +269,14 @@ async fn sweep_once(state: &AppState) -> Result<(), ApiError> {
         let id = &upload.upload.upload_id;
         let Some(staged) = direct.staged(id).await.map_err(ApiError::internal)? else { continue };
         match state.store.claim_upload(id, staged.last_modified).await {
-            Ok(claimed) => {
-                let actor = Actor {
-                    name: claimed.upload.created_by.clone().unwrap_or_else(|| "anonymous".into()),
-                    token_id: None,
-                    remote_addr: None,
-                };
-                match receive_direct(state, &claimed, &actor).await {
-                    Ok(r) => {
-                        tracing::info!(upload_id = %id, artifact_key = %r.version.artifact_key, version = r.version.version, "registered an upload nobody completed")
-                    }
-                    Err(e) => {
-                        tracing::info!(upload_id = %id, error = %e.detail, "rejected an upload nobody completed")
-                    }
+            Ok(claimed) => match receive_direct(state, &claimed, &claimed.uploader(None)).await {
+                Ok(r) => {
+                    tracing::info!(upload_id = %id, artifact_key = %r.version.artifact_key, version = r.version.version, "registered an upload nobody completed")
                 }
-            }
+                Err(e) => {
+                    tracing::info!(upload_id = %id, error = %e.detail, "rejected an upload nobody completed")
+                }
+            },
             Err(StoreError::UploadAlreadyUsed | StoreError::UploadExpired) => {}
             Err(e) => return Err(e.into()),
         }

@@ -129,17 +129,12 @@ pub async fn open_metadata(
     data_dir: &Path,
     max_connections: u32,
 ) -> anyhow::Result<Arc<SqlStore>> {
-    let store = match database {
-        None => {
-            let path = data_dir.join("stackyard.db");
-            SqlStore::open_sqlite(&path)
-                .await
-                .with_context(|| format!("opening the SQLite database {}", path.display()))?
-        }
-        Some(DatabaseUrl::Sqlite(path)) => SqlStore::open_sqlite(path)
+    let default = DatabaseUrl::Sqlite(data_dir.join("stackyard.db"));
+    let store = match database.unwrap_or(&default) {
+        DatabaseUrl::Sqlite(path) => SqlStore::open_sqlite(path)
             .await
             .with_context(|| format!("opening the SQLite database {}", path.display()))?,
-        Some(DatabaseUrl::Postgres(url)) => {
+        DatabaseUrl::Postgres(url) => {
             SqlStore::connect_postgres(url, max_connections).await.with_context(|| {
                 format!("connecting to PostgreSQL at {} (STACKYARD_DATABASE_URL)", redact(url))
             })?
@@ -153,16 +148,14 @@ pub async fn open_blobs(
     s3: &S3Settings,
     data_dir: &Path,
 ) -> anyhow::Result<Arc<dyn BlobStore>> {
-    match blob_store {
-        None => Ok(Arc::new(
-            FsBlobStore::open_dir(data_dir.join("blobs")).await.context("opening the blob store")?,
-        )),
-        Some(BlobStoreUrl::File(dir)) => Ok(Arc::new(
+    let default = BlobStoreUrl::File(data_dir.join("blobs"));
+    match blob_store.unwrap_or(&default) {
+        BlobStoreUrl::File(dir) => Ok(Arc::new(
             FsBlobStore::open_dir(dir)
                 .await
                 .with_context(|| format!("opening the blob store {}", dir.display()))?,
         )),
-        Some(BlobStoreUrl::S3 { bucket, prefix }) => {
+        BlobStoreUrl::S3 { bucket, prefix } => {
             let (Some(access_key_id), Some(secret_access_key)) = (&s3.access_key_id, &s3.secret_access_key)
             else {
                 bail!("an s3:// blob store needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");

@@ -110,6 +110,17 @@ pub struct UploadRecord {
     pub error: Option<Value>,
 }
 
+impl UploadRecord {
+    /// An upload is the doing of whoever presigned it, from wherever the bytes came.
+    pub fn uploader(&self, remote_addr: Option<String>) -> Actor {
+        Actor {
+            name: self.upload.created_by.clone().unwrap_or_else(|| "anonymous".into()),
+            token_id: None,
+            remote_addr,
+        }
+    }
+}
+
 /// A verified package, ready to become a version.
 #[derive(Debug, Clone)]
 pub struct NewVersion {

@@ -85,6 +85,14 @@ impl S3BlobStore {
         self.key(&format!("uploads/{upload_id}"))
     }
 
+    /// Deletes an object; a missing one is not an error.
+    async fn delete_key(&self, key: &Path) -> io::Result<()> {
+        match self.store.delete(key).await {
+            Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(to_io(e)),
+        }
+    }
+
     /// The URL a presigned POST goes to: the bucket, path-style on a custom
     /// endpoint, virtual-hosted on AWS.
     fn bucket_url(&self) -> String {
@@ -134,10 +142,7 @@ impl BlobStore for S3BlobStore {
 
     #[tracing::instrument(skip(self), fields(digest = %digest))]
     async fn delete(&self, digest: &Digest) -> io::Result<()> {
-        match self.store.delete(&self.blob_key(digest)).await {
-            Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
-            Err(e) => Err(to_io(e)),
-        }
+        self.delete_key(&self.blob_key(digest)).await
     }
 
     /// Writes and removes a probe object: proves the bucket exists and the
@@ -197,10 +202,7 @@ impl DirectUploads for S3BlobStore {
     }
 
     async fn discard(&self, upload_id: &str) -> io::Result<()> {
-        match self.store.delete(&self.staged_key(upload_id)).await {
-            Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
-            Err(e) => Err(to_io(e)),
-        }
+        self.delete_key(&self.staged_key(upload_id)).await
     }
 
     async fn presign_get(&self, digest: &Digest, filename: &str, expires_in: Duration) -> io::Result<String> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use stackyard_api::{PresignRequest, PresignResponse, Problem, Upload, UploadMethod, UploadState};
 use stackyard_core::Digest;
 use stackyard_core::access::Access;
-use stackyard_store::{Actor, NewUpload, Registered, StoreError, StoredUploadState, UploadRecord};
+use stackyard_store::{NewUpload, Registered, StoreError, StoredUploadState, UploadRecord};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -307,7 +307,8 @@ async fn complete_upload(
         // The object's own time decides expiry: S3 accepted it before then.
         match state.store.claim_upload(&upload_id, staged.last_modified).await {
             Ok(claimed) => {
-                ingest::receive_direct(&state, &claimed, &uploader(&claimed, &caller)).await?;
+                ingest::receive_direct(&state, &claimed, &claimed.uploader(caller.remote_addr.clone()))
+                    .await?;
             }
             Err(StoreError::UploadAlreadyUsed) => {}
             Err(e) => {
@@ -386,7 +387,8 @@ async fn post_upload(
         let status = success_status(fields.get("success_action_status").map(String::as_str));
         let record = authorize_post(&state, &upload_id, &fields).await?;
         let registered =
-            ingest::receive(&state, &record, Box::pin(field), &uploader(&record, &caller)).await?;
+            ingest::receive(&state, &record, Box::pin(field), &record.uploader(caller.remote_addr.clone()))
+                .await?;
         return upload_response(&state, status, &upload_id, &registered).await;
     }
     Err(ApiError::bad_request(
@@ -478,15 +480,6 @@ fn check_method(record: &UploadRecord, method: &str) -> ApiResult<()> {
     ))
 }
 
-/// The upload is the doing of whoever presigned it, from wherever the bytes came.
-fn uploader(record: &UploadRecord, caller: &Caller) -> Actor {
-    Actor {
-        name: record.upload.created_by.clone().unwrap_or_else(|| "anonymous".into()),
-        token_id: None,
-        remote_addr: caller.remote_addr.clone(),
-    }
-}
-
 fn bad_signature() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -546,8 +539,13 @@ async fn put_upload(
         return Err(ingest::too_large(pending.upload.max_size));
     }
     let record = state.store.claim_upload(&upload_id, Utc::now()).await?;
-    let registered =
-        ingest::receive(&state, &record, body.into_data_stream(), &uploader(&record, &caller)).await?;
+    let registered = ingest::receive(
+        &state,
+        &record,
+        body.into_data_stream(),
+        &record.uploader(caller.remote_addr.clone()),
+    )
+    .await?;
     upload_response(&state, StatusCode::OK, &upload_id, &registered).await
 }
 
