@@ -174,3 +174,25 @@ async fn the_sweep_registers_uploads_nobody_completed() {
     }
     panic!("the sweep did not register the upload within 10 s");
 }
+
+#[tokio::test]
+async fn the_example_curl_script_uploads_to_s3() {
+    let Some(bucket) = TestBucket::create().await else { return };
+    let app = s3_app(&bucket, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.tar.gz");
+    std::fs::write(&file, package("app", &[], "web")).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/upload.sh");
+    let output = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(&file)
+        .env("STACKYARD_URL", &app.url)
+        .env("STACKYARD_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let upload: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(upload["state"], "registered", "{upload}");
+    assert_eq!(app.get_json("/artifacts/app").await["latest_version"], 1);
+}
