@@ -196,3 +196,25 @@ async fn the_example_curl_script_uploads_to_s3() {
     assert_eq!(upload["state"], "registered", "{upload}");
     assert_eq!(app.get_json("/artifacts/app").await["latest_version"], 1);
 }
+
+#[tokio::test]
+async fn stackyard_push_uploads_to_s3_by_post_and_put() {
+    let Some(bucket) = TestBucket::create().await else { return };
+    let app = s3_app(&bucket, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra) in [("network", None), ("database", Some("--put"))] {
+        let file = dir.path().join(format!("{name}.tar.gz"));
+        std::fs::write(&file, package(name, &[], name)).unwrap();
+        let output = tokio::process::Command::new(binary())
+            .args(["push", "-o", "json", "--server", &app.url, "--token", ADMIN_TOKEN])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        let pushed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(pushed[0]["state"], "registered", "{pushed}");
+        assert_eq!(pushed[0]["artifact_key"], name);
+    }
+}
