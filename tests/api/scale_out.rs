@@ -167,6 +167,38 @@ async fn start_up_fails_fast_on_a_missing_bucket() {
     );
 }
 
+/// A change on one replica wakes the dispatchers of another through
+/// PostgreSQL's notifications: it does not wait for their next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_written_on_one_replica_wakes_the_others_at_once() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let database = stackyard_server::config::DatabaseUrl::Postgres(db.url.clone());
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    receiver.serve_on(listener).await;
+    let on_postgres = database.clone();
+    let delivering = TestApp::spawn_with(move |s| {
+        s.database = Some(on_postgres);
+        // Polling alone would take two minutes.
+        s.event_poll_interval_secs = 120;
+        s.sink_lease_secs = 240;
+        s.webhooks = vec![stackyard_server::events::WebhookSettings {
+            name: "engine".into(),
+            url: hook,
+            secret: "webhook-secret-0123456789".into(),
+        }];
+    })
+    .await;
+    let writing = TestApp::spawn_with(move |s| s.database = Some(database)).await;
+    delivering.get_json("/readyz").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the dispatcher is idle, waiting
+    writing.publish(&[("network", &[])]).await;
+    assert_eq!(writing.deploy("prod", keys(&["network"])).await.status(), 201);
+    let delivered = receiver.wait_for(1).await;
+    assert_eq!(delivered[0]["selector"], "prod");
+}
+
 async fn json(request: reqwest::RequestBuilder) -> Value {
     let response = request.send().await.unwrap();
     let status = response.status();

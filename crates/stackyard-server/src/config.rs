@@ -76,6 +76,9 @@ pub struct Settings {
     /// How long a replica's hold on delivering to a sink lasts unrenewed:
     /// the longest a dead replica's sinks wait before another takes over.
     pub sink_lease_secs: u64,
+    /// How often dispatchers look for events when nothing woke them (a
+    /// change on this replica, or PostgreSQL's notification of one elsewhere).
+    pub event_poll_interval_secs: u64,
 }
 
 /// Bounds on what one request may ask of the server. The defaults are far
@@ -140,6 +143,7 @@ impl Default for Settings {
             nats: None,
             upload_sweep_interval_secs: 30,
             sink_lease_secs: 30,
+            event_poll_interval_secs: 1,
         }
     }
 }
@@ -234,6 +238,7 @@ struct FileSettings {
     nats_stream: Option<String>,
     upload_sweep_interval_secs: Option<u64>,
     sink_lease_secs: Option<u64>,
+    event_poll_interval_secs: Option<u64>,
 }
 
 impl Settings {
@@ -310,6 +315,9 @@ impl Settings {
                 .upload_sweep_interval_secs
                 .unwrap_or(defaults.upload_sweep_interval_secs),
             sink_lease_secs: file.sink_lease_secs.unwrap_or(defaults.sink_lease_secs),
+            event_poll_interval_secs: file
+                .event_poll_interval_secs
+                .unwrap_or(defaults.event_poll_interval_secs),
         };
         settings.validate()?;
         Ok(settings)
@@ -343,11 +351,15 @@ impl Settings {
         }
         if self.database_max_connections == 0
             || self.upload_sweep_interval_secs == 0
-            || self.sink_lease_secs < 2
+            || self.event_poll_interval_secs == 0
         {
             anyhow::bail!(
-                "database_max_connections and upload_sweep_interval_secs must be at least 1, sink_lease_secs at least 2"
+                "database_max_connections, upload_sweep_interval_secs and event_poll_interval_secs must be at least 1"
             );
+        }
+        if self.sink_lease_secs <= self.event_poll_interval_secs {
+            // An idle dispatcher renews its lease once per poll.
+            anyhow::bail!("sink_lease_secs must be longer than event_poll_interval_secs");
         }
         if let Some(endpoint) = &self.s3.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

@@ -211,16 +211,26 @@ impl Application {
         if let Some(nats) = &self.state.nats {
             sinks.push(nats.clone());
         }
+        let settings = &self.state.settings;
+        let delivery = events::Delivery {
+            owner: replica_name(),
+            lease: std::time::Duration::from_secs(settings.sink_lease_secs),
+            poll: std::time::Duration::from_secs(settings.event_poll_interval_secs),
+        };
         let mut tasks = events::spawn_dispatchers(
             self.state.store.clone(),
             sinks,
-            &replica_name(),
-            std::time::Duration::from_secs(self.state.settings.sink_lease_secs),
+            &delivery,
             &self.state.events,
             stop.clone(),
         );
         if self.state.blobs.direct().is_some() {
             tasks.push(tokio::spawn(ingest::sweep_direct_uploads(self.state.clone(), stop.clone())));
+        }
+        if let Some(storage::DatabaseUrl::Postgres(url)) = &self.state.settings.database {
+            let wake =
+                events::wake_on_postgres_notifications(url.clone(), self.state.events.clone(), stop.clone());
+            tasks.push(tokio::spawn(wake));
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %self.local_addr, public_url = %self.public_url, "listening on {scheme}://{}", self.local_addr);

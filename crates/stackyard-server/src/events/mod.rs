@@ -59,29 +59,37 @@ impl Default for EventNotifier {
 }
 
 const BATCH: u32 = 100;
-/// Without a wake-up (another replica wrote, or one was missed) poll this often.
-const POLL: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
-/// Starts one dispatcher per sink; `owner` names this replica in leases,
-/// which last `lease` unrenewed.
+/// How this replica takes part in delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Names this replica in leases.
+    pub owner: String,
+    /// How long a lease lasts unrenewed.
+    pub lease: Duration,
+    /// How often to look for events without a wake-up.
+    pub poll: Duration,
+}
+
+/// Starts one dispatcher per sink.
 pub fn spawn_dispatchers(
     store: Arc<dyn MetadataStore>,
     sinks: Vec<Arc<dyn Sink>>,
-    owner: &str,
-    lease: Duration,
+    delivery: &Delivery,
     notifier: &EventNotifier,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let lease = chrono::Duration::from_std(lease).expect("a lease of seconds");
+    let lease = chrono::Duration::from_std(delivery.lease).expect("a lease of seconds");
     sinks
         .into_iter()
         .map(|sink| {
             let dispatcher = Dispatcher {
                 store: store.clone(),
                 sink,
-                owner: owner.to_string(),
+                owner: delivery.owner.clone(),
                 lease,
+                poll: delivery.poll,
                 stop: stop.clone(),
             };
             tokio::spawn(dispatcher.run(notifier.subscribe()))
@@ -94,6 +102,7 @@ struct Dispatcher {
     sink: Arc<dyn Sink>,
     owner: String,
     lease: chrono::Duration,
+    poll: Duration,
     stop: CancellationToken,
 }
 
@@ -121,15 +130,15 @@ impl Dispatcher {
                 tokio::select! {
                     () = self.stop.cancelled() => break,
                     _ = wake.changed() => {}
-                    () = tokio::time::sleep(POLL) => {}
+                    () = tokio::time::sleep(self.poll) => {}
                 }
                 continue;
             }
             for event in events {
                 match self.deliver_until_accepted(&event).await {
-                    Delivery::Accepted => {}
-                    Delivery::LostLease => break,
-                    Delivery::Stopping => {
+                    Outcome::Accepted => {}
+                    Outcome::LostLease => break,
+                    Outcome::Stopping => {
                         self.release(&name).await;
                         return;
                     }
@@ -161,23 +170,23 @@ impl Dispatcher {
     }
 
     /// Retries one event until the sink accepts it, renewing the lease between attempts.
-    async fn deliver_until_accepted(&self, event: &Event) -> Delivery {
+    async fn deliver_until_accepted(&self, event: &Event) -> Outcome {
         let body = serde_json::to_vec(event).expect("events serialise");
         let name = self.sink.name();
         let mut delay = FIRST_RETRY;
         for attempt in 1.. {
             match self.sink.deliver(event, &body).await {
-                Ok(()) => return Delivery::Accepted,
+                Ok(()) => return Outcome::Accepted,
                 Err(e) => {
                     tracing::warn!(sink = %name, event = event.id, attempt, error = %e, "event delivery failed; retrying");
                     tokio::select! {
-                        () = self.stop.cancelled() => return Delivery::Stopping,
+                        () = self.stop.cancelled() => return Outcome::Stopping,
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(MAX_RETRY);
                     match self.store.claim_sink(name, &self.owner, chrono::Utc::now(), self.lease).await {
                         Ok(Some(_)) => {}
-                        Ok(None) => return Delivery::LostLease,
+                        Ok(None) => return Outcome::LostLease,
                         Err(e) => {
                             tracing::error!(sink = %name, error = %e, "renewing the sink's lease failed")
                         }
@@ -189,8 +198,44 @@ impl Dispatcher {
     }
 }
 
-enum Delivery {
+/// How delivering one event ended.
+enum Outcome {
     Accepted,
     LostLease,
     Stopping,
+}
+
+/// Wakes this process's dispatchers whenever any replica writes an event:
+/// PostgreSQL notifies [`stackyard_store::sql::EVENTS_CHANNEL`] at each
+/// event's commit. Reconnects by itself; polling covers the gaps.
+pub async fn wake_on_postgres_notifications(url: String, notifier: EventNotifier, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            error = listen(&url, &notifier) => {
+                tracing::warn!(error = %error, "listening for PostgreSQL event notifications failed; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Notifies `notifier` of every notification until the connection fails.
+async fn listen(url: &str, notifier: &EventNotifier) -> sqlx::Error {
+    let mut listener = match sqlx::postgres::PgListener::connect(url).await {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen(stackyard_store::sql::EVENTS_CHANNEL).await {
+        return e;
+    }
+    loop {
+        if let Err(e) = listener.recv().await {
+            return e;
+        }
+        notifier.notify();
+    }
 }

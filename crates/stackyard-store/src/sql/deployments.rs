@@ -834,6 +834,9 @@ async fn insert_event(
         .bind(data.to_string())
         .execute(&mut *tx)
         .await?;
+    if let Some(announce) = dialect.announce_event() {
+        sqlx::query(announce).execute(&mut *tx).await?;
+    }
     Ok(())
 }
 

@@ -116,7 +116,20 @@ impl Dialect {
             Dialect::Postgres => Some("SELECT pg_advisory_xact_lock(7283447201)"),
         }
     }
+
+    /// Tells other processes an event was written (on [`EVENTS_CHANNEL`]);
+    /// PostgreSQL delivers it when the transaction commits.
+    fn announce_event(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SELECT pg_notify('stackyard_events', '')"),
+        }
+    }
 }
+
+/// The PostgreSQL channel notified (at commit) whenever an event is written,
+/// so every replica's dispatchers wake up at once instead of at their next poll.
+pub const EVENTS_CHANNEL: &str = "stackyard_events";
 
 /// The metadata store on SQLite or PostgreSQL.
 pub struct SqlStore {
