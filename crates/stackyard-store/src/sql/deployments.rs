@@ -672,24 +672,33 @@ impl DeploymentStore for SqlStore {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> StoreResult<Option<i64>> {
-        sqlx::query(
+        // One conditional UPDATE: of replicas racing for a free lease, one wins.
+        let claim = || {
+            sqlx::query_scalar(
+                "UPDATE sink_positions SET lease_owner = $2, lease_expires_at = $4 \
+                 WHERE sink = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < $3) \
+                 RETURNING last_event_id",
+            )
+            .bind(sink)
+            .bind(owner)
+            .bind(ts(now))
+            .bind(ts(now + lease))
+            .fetch_optional(&self.pool)
+        };
+        if let Some(position) = claim().await? {
+            return Ok(Some(position));
+        }
+        // A sink delivered to for the first time starts before the first event.
+        let created = sqlx::query(
             "INSERT INTO sink_positions (sink, last_event_id) VALUES ($1, 0) ON CONFLICT (sink) DO NOTHING",
         )
         .bind(sink)
         .execute(&self.pool)
         .await?;
-        // One conditional UPDATE: of replicas racing for a free lease, one wins.
-        Ok(sqlx::query_scalar(
-            "UPDATE sink_positions SET lease_owner = $2, lease_expires_at = $4 \
-             WHERE sink = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < $3) \
-             RETURNING last_event_id",
-        )
-        .bind(sink)
-        .bind(owner)
-        .bind(ts(now))
-        .bind(ts(now + lease))
-        .fetch_optional(&self.pool)
-        .await?)
+        if created.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(claim().await?)
     }
 
     async fn advance_sink(
