@@ -10,7 +10,7 @@ async fn health_and_readiness() {
     assert_eq!(app.get_json("/healthz").await, json!({"status": "ok"}));
     assert_eq!(
         app.get_json("/readyz").await,
-        json!({"status": "ok", "checks": {"metadata": "ok", "blobs": "ok"}}),
+        json!({"status": "ok", "checks": {"metadata": "ok", "blobs": "ok", "disk": "ok"}}),
         "each dependency is reported"
     );
 }

@@ -79,6 +79,8 @@ pub struct Settings {
     /// How often dispatchers look for events when nothing woke them (a
     /// change on this replica, or PostgreSQL's notification of one elsewhere).
     pub event_poll_interval_secs: u64,
+    /// Free space the data dir's disk must keep for `/readyz` to answer ok.
+    pub min_free_disk: u64,
 }
 
 /// Bounds on what one request may ask of the server. The defaults are far
@@ -142,6 +144,7 @@ impl Default for Settings {
             s3: S3Settings::default(),
             nats: None,
             upload_sweep_interval_secs: 30,
+            min_free_disk: 256 * 1024 * 1024,
             sink_lease_secs: 30,
             event_poll_interval_secs: 1,
         }
@@ -233,12 +236,14 @@ struct FileSettings {
     aws_secret_access_key: Option<String>,
     aws_region: Option<String>,
     s3_downloads: Option<Downloads>,
+    s3_timeout_secs: Option<u64>,
     nats_url: Option<String>,
     nats_subject_prefix: Option<String>,
     nats_stream: Option<String>,
     upload_sweep_interval_secs: Option<u64>,
     sink_lease_secs: Option<u64>,
     event_poll_interval_secs: Option<u64>,
+    min_free_disk: Option<Size>,
 }
 
 impl Settings {
@@ -305,6 +310,7 @@ impl Settings {
                 secret_access_key: overrides.aws_secret_access_key.or(file.aws_secret_access_key),
                 region: overrides.aws_region.or(file.aws_region).unwrap_or_else(|| "us-east-1".into()),
                 downloads: file.s3_downloads.unwrap_or_default(),
+                timeout_secs: file.s3_timeout_secs.unwrap_or(defaults.s3.timeout_secs),
             },
             nats: overrides.nats_url.or(file.nats_url).map(|url| NatsSettings {
                 url,
@@ -318,6 +324,7 @@ impl Settings {
             event_poll_interval_secs: file
                 .event_poll_interval_secs
                 .unwrap_or(defaults.event_poll_interval_secs),
+            min_free_disk: file.min_free_disk.map_or(defaults.min_free_disk, |s| s.0),
         };
         settings.validate()?;
         Ok(settings)
@@ -352,9 +359,11 @@ impl Settings {
         if self.database_max_connections == 0
             || self.upload_sweep_interval_secs == 0
             || self.event_poll_interval_secs == 0
+            || self.s3.timeout_secs == 0
         {
             anyhow::bail!(
-                "database_max_connections, upload_sweep_interval_secs and event_poll_interval_secs must be at least 1"
+                "database_max_connections, upload_sweep_interval_secs, event_poll_interval_secs and \
+                 s3_timeout_secs must be at least 1"
             );
         }
         if self.sink_lease_secs <= self.event_poll_interval_secs {

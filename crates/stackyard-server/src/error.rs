@@ -13,6 +13,9 @@ use stackyard_store::rollout::ReportRefusal;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// What a 503 asks clients to wait before retrying.
+const RETRY_AFTER_SECS: u32 = 2;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -47,6 +50,43 @@ impl ApiError {
         )
     }
 
+    /// A dependency failed for now (the database is locked or unreachable,
+    /// the package store refuses or times out): 503 with `Retry-After`, the
+    /// cause in the log. Nothing was changed, so the same request can be
+    /// sent again once the dependency is back.
+    pub fn unavailable(dependency: &'static str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(dependency, error = %cause, "a dependency failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            format!("the {dependency} is unavailable for now; nothing was changed, retry later"),
+        )
+    }
+
+    /// The disk holding packages or the database is full: 507, nothing kept.
+    pub fn storage_full(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "out of storage");
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the server has no space left to store this; nothing was kept",
+        )
+    }
+
+    /// A package store failure: 507 when its disk is full, else 503.
+    pub fn blob_store(cause: std::io::Error) -> Self {
+        if is_storage_full(&cause) {
+            Self::storage_full(cause)
+        } else {
+            Self::unavailable("package store", cause)
+        }
+    }
+
+    /// Whether the request may be retried as is: the failure was ours and transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE)
+    }
+
     pub fn with_errors(mut self, errors: Vec<Value>) -> Self {
         self.errors = errors;
         self
@@ -75,6 +115,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).expect("problems always serialise");
         let mut response = (self.status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -152,9 +195,58 @@ impl From<StoreError> for ApiError {
                     state_name(to)
                 ),
             ),
-            other @ (StoreError::Database(_) | StoreError::Corrupt(_)) => Self::internal(other),
+            StoreError::Database(e) => database_error(e),
+            other @ StoreError::Corrupt(_) => Self::internal(other),
         }
     }
+}
+
+/// Tells a database that is down, busy or full (503 or 507, worth a retry)
+/// from a failure that is a bug (500).
+fn database_error(e: sqlx::Error) -> ApiError {
+    use sqlx::Error as E;
+    match &e {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed | E::Protocol(_) => {
+            ApiError::unavailable("database", e)
+        }
+        E::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.as_ref() {
+                // SQLite: SQLITE_FULL (and its extended codes).
+                c if sqlite_primary(c) == Some(13) => ApiError::storage_full(e),
+                // SQLite: BUSY, LOCKED, IOERR, CANTOPEN.
+                c if matches!(sqlite_primary(c), Some(5 | 6 | 10 | 14)) => {
+                    ApiError::unavailable("database", e)
+                }
+                // PostgreSQL: disk full; connection lost, shutting down, too many connections.
+                "53100" => ApiError::storage_full(e),
+                c if c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c == "53300"
+                    || c == "40001"
+                    || c == "40P01" =>
+                {
+                    ApiError::unavailable("database", e)
+                }
+                _ => ApiError::internal(e),
+            }
+        }
+        _ => ApiError::internal(e),
+    }
+}
+
+/// SQLite's code as a number, primary code in the low byte; `None` for
+/// PostgreSQL's five-character SQLSTATEs (some of which are all digits).
+fn sqlite_primary(code: &str) -> Option<u32> {
+    if code.len() == 5 {
+        return None;
+    }
+    code.parse::<u32>().ok().map(|c| c & 0xff)
+}
+
+fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        || e.raw_os_error() == Some(28)
 }
 
 fn state_name(state: ArtifactState) -> String {

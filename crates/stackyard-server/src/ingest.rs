@@ -66,15 +66,27 @@ pub async fn receive_direct(
     let result = match direct.read_staged(upload_id).await {
         Ok(body) => receive_into(state, upload, body, actor, Keep::Staged(direct)).await,
         Err(e) => {
-            let error = ApiError::internal(format!("reading the staged upload: {e}"));
-            record_rejection(state, upload_id, &error).await;
+            let error = ApiError::blob_store(e);
+            release_claim(state, upload_id).await;
             Err(error)
         }
     };
+    // A transient failure keeps the staged object, for the retry.
+    if matches!(&result, Err(e) if e.is_transient()) {
+        return result;
+    }
     if let Err(e) = direct.discard(upload_id).await {
         tracing::warn!(upload_id, error = %e, "removing the staged upload failed");
     }
     result
+}
+
+/// After a failure of ours that may pass (a dependency down, a full disk),
+/// the upload goes back to waiting: its URL can be used again.
+async fn release_claim(state: &AppState, upload_id: &str) {
+    if let Err(e) = state.store.release_upload(upload_id).await {
+        tracing::error!(upload_id, error = %e, "releasing the upload's claim failed");
+    }
 }
 
 async fn record_rejection(state: &AppState, upload_id: &str, error: &ApiError) {
@@ -102,6 +114,10 @@ where
             let outcome = if registered.created { "created" } else { "existing" };
             state.metrics.record_upload(outcome, *size);
         }
+        Err(error) if error.is_transient() => {
+            state.metrics.record_upload("failed", 0);
+            release_claim(state, &upload.upload.upload_id).await;
+        }
         Err(error) => {
             state.metrics.record_upload("rejected", 0);
             record_rejection(state, &upload.upload.upload_id, error).await;
@@ -124,7 +140,7 @@ where
     E: std::fmt::Display,
 {
     let limits = &upload.upload;
-    let file = tokio::fs::File::create(spool).await.map_err(ApiError::internal)?;
+    let file = tokio::fs::File::create(spool).await.map_err(ApiError::blob_store)?;
     let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, file);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
@@ -147,9 +163,9 @@ where
             return Err(too_large(limits.max_size));
         }
         hasher.update(&chunk);
-        writer.write_all(&chunk).await.map_err(ApiError::internal)?;
+        writer.write_all(&chunk).await.map_err(ApiError::blob_store)?;
     }
-    writer.flush().await.map_err(ApiError::internal)?;
+    writer.flush().await.map_err(ApiError::blob_store)?;
     drop(writer);
 
     if size < limits.min_size {
@@ -184,7 +200,7 @@ where
         Keep::Spool => state.blobs.put_file(&digest, spool).await,
         Keep::Staged(direct) => direct.promote(&limits.upload_id, &digest).await,
     }
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::blob_store)?;
     let mut labels = info.manifest.labels.clone();
     labels.extend(limits.labels.clone());
     let version = NewVersion {

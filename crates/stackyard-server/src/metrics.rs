@@ -28,7 +28,7 @@ pub struct RouteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `created`, `existing` or `rejected`.
+    /// `created`, `existing`, `rejected`, or `failed` (on our side, retryable).
     pub outcome: String,
 }
 

@@ -1,7 +1,8 @@
 //! Finishing touches on the generated OpenAPI document, applied in one place
 //! so every route gets them: the answers any route may give (401 for a bad
-//! token, 403 for a role too small, 429 past the rate limit), and the formats
-//! of the parameters every route shares by name.
+//! token, 403 for a role too small, 415 for a JSON body sent as something
+//! else, 429 past the rate limit, 503 while a dependency is down), and the
+//! formats of the parameters every route shares by name.
 
 use serde_json::{Value, json};
 
@@ -39,6 +40,10 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
         for operations in paths.values_mut().filter_map(Value::as_object_mut) {
             for operation in operations.values_mut().filter_map(Value::as_object_mut) {
                 let secured = operation.get("security").is_some();
+                let takes_json = operation
+                    .get("requestBody")
+                    .and_then(|body| body["content"].as_object())
+                    .is_some_and(|content| content.contains_key("application/json"));
                 if let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) {
                     responses
                         .entry("401")
@@ -48,9 +53,17 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
                             .entry("403")
                             .or_insert_with(|| problem("The token's role does not allow this"));
                     }
+                    if takes_json {
+                        responses.entry("415").or_insert_with(|| {
+                            problem("The body is not sent as JSON (`Content-Type: application/json`)")
+                        });
+                    }
                     responses
                         .entry("429")
                         .or_insert_with(|| problem("Too many requests for this token; see Retry-After"));
+                    responses.entry("503").or_insert_with(|| {
+                        problem("The database or the package store is unavailable for now; see Retry-After")
+                    });
                 }
                 for parameter in
                     operation.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten()

@@ -79,13 +79,28 @@ pub enum Downloads {
 
 /// The object store's address and credentials (`STACKYARD_S3_ENDPOINT`,
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct S3Settings {
     pub endpoint: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub region: String,
     pub downloads: Downloads,
+    /// Seconds the object store may stay silent before a request fails (503).
+    pub timeout_secs: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            access_key_id: None,
+            secret_access_key: None,
+            region: "us-east-1".into(),
+            downloads: Downloads::default(),
+            timeout_secs: 30,
+        }
+    }
 }
 
 /// The NATS JetStream sink (`STACKYARD_NATS_URL`).
@@ -167,6 +182,7 @@ pub async fn open_blobs(
                 region: s3.region.clone(),
                 access_key_id: access_key_id.clone(),
                 secret_access_key: secret_access_key.clone(),
+                timeout: Duration::from_secs(s3.timeout_secs),
             })
             .context("configuring the S3 client")?;
             let at = s3.endpoint.as_deref().unwrap_or("AWS");

@@ -256,6 +256,8 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// never after it expired.
     async fn claim_upload(&self, upload_id: &str, now: DateTime<Utc>) -> StoreResult<UploadRecord>;
     async fn reject_upload(&self, upload_id: &str, error: &Value) -> StoreResult<()>;
+    /// Undoes a claim after a failure that may pass, so the upload can be retried.
+    async fn release_upload(&self, upload_id: &str) -> StoreResult<()>;
     /// Records the version (or finds the one with the same digest) and marks
     /// the upload registered, in one transaction.
     async fn register_version(

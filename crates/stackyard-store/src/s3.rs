@@ -22,7 +22,10 @@ use hmac::{KeyInit, Mac};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
+};
 use stackyard_core::Digest;
 use tokio::io::AsyncReadExt;
 
@@ -39,6 +42,11 @@ pub struct S3Config {
     pub region: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Longest the store may stay silent (to connect, answer, or between
+    /// bytes of a body), and the time retries may take: past it the caller
+    /// gets an error instead of waiting on a store that hangs. Transfers
+    /// themselves have no overall limit, since packages may be gigabytes.
+    pub timeout: Duration,
 }
 
 pub struct S3BlobStore {
@@ -57,7 +65,18 @@ impl S3BlobStore {
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
             .with_access_key_id(&config.access_key_id)
-            .with_secret_access_key(&config.secret_access_key);
+            .with_secret_access_key(&config.secret_access_key)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout_disabled()
+                    .with_read_timeout(config.timeout)
+                    .with_connect_timeout(config.timeout.min(Duration::from_secs(5))),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 3,
+                retry_timeout: config.timeout,
+            });
         if let Some(endpoint) = &config.endpoint {
             builder = builder
                 .with_endpoint(endpoint)

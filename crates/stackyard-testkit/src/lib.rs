@@ -64,6 +64,18 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The database's name, as `pg_stat_activity.datname` shows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection to the server as its administrator, outside this database.
+    pub async fn admin(&self) -> PgConnection {
+        PgConnection::connect(&self.admin_url).await.expect("connecting as administrator")
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());

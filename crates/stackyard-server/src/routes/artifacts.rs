@@ -215,7 +215,7 @@ async fn delete_version(
     // still names them. A crash in between only leaves an unreferenced blob.
     let digest = Digest::parse(&deleted.digest).map_err(ApiError::internal)?;
     if !state.store.digest_in_use(&digest).await? {
-        state.blobs.delete(&digest).await.map_err(ApiError::internal)?;
+        state.blobs.delete(&digest).await.map_err(ApiError::blob_store)?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -259,12 +259,12 @@ async fn download_version(
     {
         // The bytes come from the object store itself; a Range header follows the redirect.
         let url =
-            direct.presign_get(&digest, &filename, REDIRECT_EXPIRY).await.map_err(ApiError::internal)?;
+            direct.presign_get(&digest, &filename, REDIRECT_EXPIRY).await.map_err(ApiError::blob_store)?;
         let location = HeaderValue::from_str(&url).map_err(ApiError::internal)?;
         return Ok((StatusCode::FOUND, [(header::LOCATION, location), (header::ETAG, tag)]).into_response());
     }
     let range = requested_range(&headers, &tag, found.size)?;
-    let blob = state.blobs.open(&digest, range).await.map_err(ApiError::internal)?;
+    let blob = state.blobs.open(&digest, range).await.map_err(ApiError::blob_store)?;
     let disposition = format!("attachment; filename=\"{filename}\"");
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, media_type)

@@ -176,7 +176,7 @@ async fn presign(
             let url = direct
                 .presign_put(&upload_id, std::time::Duration::from_secs(expires_in))
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::blob_store)?;
             PresignResponse {
                 upload_id: upload_id.clone(),
                 method,
@@ -297,7 +297,7 @@ async fn complete_upload(
         _ => return Ok(axum::Json(upload_view(&record, Utc::now()))),
     };
     if record.claimed_at.is_none() {
-        let Some(staged) = direct.staged(&upload_id).await.map_err(ApiError::internal)? else {
+        let Some(staged) = direct.staged(&upload_id).await.map_err(ApiError::blob_store)? else {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "upload_not_received",
@@ -323,6 +323,10 @@ async fn complete_upload(
         let record = state.store.get_upload(&upload_id).await?;
         if record.state != StoredUploadState::Pending || tokio::time::Instant::now() > deadline {
             return Ok(axum::Json(upload_view(&record, Utc::now())));
+        }
+        if record.claimed_at.is_none() {
+            // Whoever processed it failed on a dependency and gave the claim back.
+            return Err(ApiError::unavailable("package store", "processing the upload failed; retry"));
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -361,7 +365,9 @@ struct UploadForm {
         (status = 409, description = "Already used", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Over the allowed size or a package limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a package", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "The upload was presigned for PUT", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid package or manifest", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The server's disk is full; nothing was kept", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn post_upload(
@@ -505,7 +511,9 @@ fn bad_signature() -> ApiError {
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "The upload was presigned for POST", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The server's disk is full; nothing was kept", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn put_upload(

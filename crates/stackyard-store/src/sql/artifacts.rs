@@ -227,6 +227,14 @@ impl ArtifactStore for SqlStore {
         Ok(())
     }
 
+    async fn release_upload(&self, upload_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE uploads SET claimed_at = NULL WHERE upload_id = $1 AND state = 'pending'")
+            .bind(upload_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn register_version(
         &self,
         upload_id: &str,
