@@ -4,7 +4,9 @@
 mod access;
 mod artifacts;
 mod cli;
+mod crash;
 mod deployments;
+mod faults;
 mod helpers;
 mod limits;
 mod object_store;
@@ -12,4 +14,6 @@ mod operations;
 mod process;
 mod rollout;
 mod scale_out;
+mod soak;
 mod uploads;
+mod workload;

@@ -21,7 +21,7 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(data_dir: &Path) -> Self {
+    pub fn start(data_dir: &Path) -> Self {
         Self::start_with(data_dir, &[("STACKYARD_BOOTSTRAP_TOKEN", ADMIN_TOKEN)], &[])
     }
 
@@ -73,7 +73,7 @@ impl ServerProcess {
         self.child.wait().unwrap();
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    pub fn terminate(&mut self) -> ExitStatus {
         Command::new("kill").args(["-TERM", &self.pid()]).status().unwrap();
         self.child.wait().unwrap()
     }
