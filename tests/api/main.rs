@@ -2,6 +2,7 @@
 //! a fresh temporary data dir, plain HTTP clients.
 
 mod access;
+mod api_fuzz;
 mod artifacts;
 mod cli;
 mod crash;

@@ -226,8 +226,8 @@ async fn delete_version(
     security(("bearer" = ["reader"])),
     params(("artifact_key" = String, Path), ("version" = String, Path)),
     responses(
-        (status = 200, description = "The package bytes", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 200, description = "The package bytes, typed by the package's format", content((Vec<u8> = "application/gzip"), (Vec<u8> = "application/zip"), (Vec<u8> = "application/x-tar"), (Vec<u8> = "application/octet-stream"))),
+        (status = 206, description = "The requested range, typed by the package's format", content((Vec<u8> = "application/gzip"), (Vec<u8> = "application/zip"), (Vec<u8> = "application/x-tar"), (Vec<u8> = "application/octet-stream"))),
         (status = 302, description = "On an object store: a presigned URL of the package (`s3_downloads = \"redirect\"`)"),
         (status = 304, description = "`If-None-Match` matched"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
