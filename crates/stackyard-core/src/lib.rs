@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod digest;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod key;
 pub mod manifest;
 pub mod package;

@@ -111,14 +111,24 @@ impl PackageError {
 
 /// Detects the format of the file at `path` and reads its manifest.
 pub fn inspect(path: &Path, limits: &PackageLimits) -> Result<PackageInfo, PackageError> {
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    inspect_reader(file, size, limits)
+}
+
+/// [`inspect`] for any seekable source of `size` bytes (the fuzzer reads from memory).
+pub fn inspect_reader<R: Read + Seek>(
+    mut file: R,
+    size: u64,
+    limits: &PackageLimits,
+) -> Result<PackageInfo, PackageError> {
     let format = detect_format(&mut file)?;
     file.seek(SeekFrom::Start(0))?;
     let (manifest_path, bytes) = match format {
         PackageFormat::Zip => zip_manifest(file, limits)?,
         PackageFormat::Tar => tar_manifest(BufReader::new(file), limits)?,
         PackageFormat::TarGz => {
-            let compressed = file.metadata()?.len();
+            let compressed = size;
             let budget = compressed.saturating_mul(limits.max_expansion_ratio).saturating_add(1 << 20);
             let decoder = flate2::read::GzDecoder::new(BufReader::new(file));
             let mut bounded = BoundedReader { inner: decoder, remaining: budget, exceeded: false };
@@ -142,7 +152,7 @@ pub fn inspect(path: &Path, limits: &PackageLimits) -> Result<PackageInfo, Packa
     Ok(PackageInfo { format, manifest_path, manifest })
 }
 
-fn detect_format(file: &mut File) -> Result<PackageFormat, PackageError> {
+fn detect_format(file: &mut impl Read) -> Result<PackageFormat, PackageError> {
     let mut head = [0u8; 512];
     let n = read_up_to(file, &mut head)?;
     let head = &head[..n];
@@ -239,7 +249,7 @@ fn is_manifest_name(name: &str) -> bool {
     matches!(name, "manifest.yaml" | "manifest.yml" | "manifest.json")
 }
 
-fn zip_manifest(file: File, limits: &PackageLimits) -> Result<(String, Vec<u8>), PackageError> {
+fn zip_manifest(file: impl Read + Seek, limits: &PackageLimits) -> Result<(String, Vec<u8>), PackageError> {
     let corrupt = |e: zip::result::ZipError| PackageError::Corrupt { format: "zip", detail: e.to_string() };
     let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(corrupt)?;
     if archive.len() as u64 > limits.max_entries {
