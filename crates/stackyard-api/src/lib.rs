@@ -195,9 +195,11 @@ pub struct DeploymentPlan {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^,\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub selector: String,
     /// Left out: the deployment keeps the organization it has (none for a new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub organization: Option<String>,
     pub deployment_plan: DeploymentPlan,
 }
@@ -338,7 +340,9 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^,\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub selector: String,
+    #[schema(max_length = 128, pattern = "^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub artifact_key: String,
 }
 
@@ -371,8 +375,11 @@ pub struct EventList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// 1 to 100 characters, without control characters.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// `reader`, `publisher`, `deployer`, `admin` or `engine`.
+    #[schema(pattern = "^(reader|publisher|deployer|admin|engine)$")]
     pub role: String,
     /// Limit the token to deployments of these organizations.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,15 +16,18 @@ fn parameter_schema(name: &str) -> Option<Value> {
         }
         "status_id" | "upload_id" => json!({"type": "string", "pattern": "^[0-9a-f]{32}$"}),
         "limit" => json!({"type": "integer", "minimum": 1}),
+        "label" => json!({"type": "array", "items": {"type": "string", "pattern": "^[^=]+="}}),
         "prefix" => json!({"type": "string", "pattern": "^[a-z0-9-]*$"}),
-        "organization" => {
-            json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}(,[A-Za-z0-9._-]{1,64})*$"})
-        }
-        "artifact_keys" => {
-            json!({"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*(,[a-z0-9]+(-[a-z0-9]+)*)*$"})
-        }
+        // Comma lists: items may be padded with spaces, empty items are ignored.
+        "organization" => comma_list("[A-Za-z0-9._-]{1,64}"),
+        "artifact_keys" => comma_list("[a-z0-9]+(-[a-z0-9]+)*"),
         _ => return None,
     })
+}
+
+fn comma_list(item: &str) -> Value {
+    let padded = format!("\\s*({item})?\\s*");
+    json!({"type": "string", "pattern": format!("^{padded}(,{padded})*$")})
 }
 
 fn problem(description: &str) -> Value {

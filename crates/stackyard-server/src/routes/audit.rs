@@ -61,7 +61,7 @@ async fn list_audit(
     }
     let filter = AuditQuery {
         actor: query.one("actor").map(str::to_string),
-        selector: query.one("selector").map(str::to_string),
+        selector: query.one("selector").map(parse_selector).transpose()?,
         after_id,
         since,
         limit: page.limit,
@@ -69,4 +69,10 @@ async fn list_audit(
     let entries = state.store.list_audit(&filter).await?;
     let next_cursor = page.next_cursor(&entries, |e| e.id.to_string());
     Ok(axum::Json(AuditList { entries, next_cursor }))
+}
+
+fn parse_selector(s: &str) -> ApiResult<String> {
+    stackyard_core::Selector::parse(s)
+        .map(|selector| selector.as_str().to_string())
+        .map_err(|e| ApiError::bad_request("invalid_selector", format!("selector '{s}': {e}")))
 }

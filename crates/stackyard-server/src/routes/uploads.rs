@@ -94,8 +94,12 @@ async fn presign(
     let presigner = caller.require(Access::Publish)?.name.clone();
     let max_package = state.settings.max_package_size;
     let (min_size, max_size) = match request.content_length {
-        Some(0) => {
-            return Err(ApiError::bad_request("invalid_content_length", "content_length must be at least 1"));
+        // Sizes are 64-bit signed wherever they are stored, as the schema says.
+        Some(n) if n == 0 || n > i64::MAX as u64 => {
+            return Err(ApiError::bad_request(
+                "invalid_content_length",
+                format!("content_length must be from 1 to {}", i64::MAX),
+            ));
         }
         Some(n) if n > max_package => {
             return Err(ApiError::new(
