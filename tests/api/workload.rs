@@ -185,6 +185,11 @@ impl Client {
         };
         let (key, deps) = STACKS[stack];
         let _ = match op {
+            // Every fifth upload is a few MiB, so kills land mid-upload too.
+            0..10 if counter % 5 == 0 => {
+                let filler = "x".repeat(3 * 1024 * 1024);
+                self.upload(key, deps, &format!("{key} {counter} {} {filler}", random_suffix())).await
+            }
             0..10 => self.upload(key, deps, &format!("{key} {counter} {}", random_suffix())).await,
             10..35 => self.write_plan(selector, size).await,
             35..50 => self.add_or_remove(selector, key, true).await,
