@@ -186,7 +186,7 @@ impl Client {
         let (key, deps) = STACKS[stack];
         let _ = match op {
             // Every fifth upload is a few MiB, so kills land mid-upload too.
-            0..10 if counter % 5 == 0 => {
+            0..10 if counter.is_multiple_of(5) => {
                 let filler = "x".repeat(3 * 1024 * 1024);
                 self.upload(key, deps, &format!("{key} {counter} {} {filler}", random_suffix())).await
             }
