@@ -54,6 +54,11 @@ async fn schemathesis_finds_no_server_error_or_undocumented_answer() {
         201
     );
 
+    let document: serde_json::Value =
+        client.get(format!("{}/openapi.json", server.url)).send().await.unwrap().json().await.unwrap();
+    let operations: usize =
+        document["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+
     let examples = std::env::var("STACKYARD_TEST_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
     let seed = std::env::var("STACKYARD_TEST_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261203".into());
     let output = Command::new(bin)
@@ -73,10 +78,9 @@ async fn schemathesis_finds_no_server_error_or_undocumented_answer() {
         "schemathesis found failures:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let document: serde_json::Value =
-        client.get(format!("{}/openapi.json", server.url)).send().await.unwrap().json().await.unwrap();
-    let operations: usize =
-        document["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    // The server outlived the run (on a fresh connection: pooled ones went idle).
+    let healthz = reqwest::get(format!("{}/healthz", server.url)).await.unwrap();
+    assert_eq!(healthz.status(), 200, "the server still answers");
     assert!(
         summary.contains(&format!("Tested: {operations}")),
         "all {operations} operations ran:\n{summary}"
