@@ -80,6 +80,16 @@ async fn versions_are_chosen_by_number_digest_or_latest_and_pinned() {
 }
 
 #[tokio::test]
+async fn an_artifact_listed_twice_is_a_duplicate_not_unknown() {
+    let app = TestApp::spawn().await;
+    app.publish(&[("network", &[]), ("cluster", &["network"])]).await;
+    let plan = keys(&["network", "cluster", "network"]);
+    let problem = assert_problem(app.deploy("x", plan).await, 422, "invalid_plan").await;
+    assert_eq!(problem["errors"], json!([{"code": "duplicate_artifact", "artifact_key": "network"}]));
+    assert_problem(app.get("/deployments/x").await, 404, "not_found").await;
+}
+
+#[tokio::test]
 async fn every_unknown_artifact_and_version_is_listed() {
     let app = TestApp::spawn().await;
     app.publish(&[("network", &[])]).await;

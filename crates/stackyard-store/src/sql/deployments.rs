@@ -189,6 +189,7 @@ fn check_preconditions(pre: &Preconditions, current: Option<&RevisionRow>) -> St
 }
 
 /// A resolved artifact version: what a plan entry needs from the registry.
+#[derive(Clone)]
 struct Resolved {
     version: i64,
     digest: String,
@@ -274,7 +275,9 @@ async fn resolve(
     let mut missing = Vec::new();
     for (key, version) in requested {
         let spec = version.as_ref().map(|v| v.to_string());
-        match found.remove(&(key.to_string(), spec)) {
+        // `get`, not `remove`: a key listed twice must reach the plan check,
+        // which reports it as a duplicate, not as unknown.
+        match found.get(&(key.to_string(), spec)).cloned() {
             Some(r) => entries.push(PlanEntry {
                 artifact_key: key.clone(),
                 version: r.version,
