@@ -318,6 +318,11 @@ impl From<StateArg> for ArtifactState {
     }
 }
 
+/// mimalloc: request handling allocates many small, short-lived values
+/// (JSON documents, rows), which glibc's allocator serves slowly across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -34,6 +34,18 @@ pub enum Role {
     Standalone,
 }
 
+impl Role {
+    /// As serialised: `root`, `stem`, `leaf` or `standalone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Root => "root",
+            Self::Stem => "stem",
+            Self::Leaf => "leaf",
+            Self::Standalone => "standalone",
+        }
+    }
+}
+
 /// A validated plan entry with its computed place in the graph.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PlannedArtifact {
@@ -242,6 +254,13 @@ pub fn status_id(selector: &Selector, revision: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_names_are_their_serialised_form() {
+        for role in [Role::Root, Role::Stem, Role::Leaf, Role::Standalone] {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
+    }
 
     fn entry(key: &str, deps: &[&str]) -> PlanEntry {
         PlanEntry {

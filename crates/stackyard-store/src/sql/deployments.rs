@@ -117,10 +117,7 @@ fn deployed(artifact: &PlannedArtifact) -> DeployedArtifact {
         version: artifact.version,
         digest: artifact.digest.clone(),
         wave: artifact.wave,
-        role: serde_json::to_value(artifact.role)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        role: artifact.role.as_str().to_string(),
         depends_on: artifact.depends_on.clone(),
         dependents: artifact.dependents.clone(),
     }
@@ -467,13 +464,20 @@ impl DeploymentStore for SqlStore {
     }
 
     async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
-        let mut conn = self.pool.acquire().await?;
-        let row = deployment_row(&mut conn, self.dialect, selector.as_str(), Hold::Read)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let revision = row.current_revision.ok_or(StoreError::NotFound)?;
-        let rev = revision_row(&mut conn, selector.as_str(), revision).await?;
-        Ok(deployment(selector.as_str(), row.created_at, &rev, None))
+        // One query, the hottest read: each round trip to SQLite's worker
+        // thread costs more than the lookup itself.
+        let row = sqlx::query(
+            "SELECT d.created_at AS deployment_created_at, r.revision, r.status_id, r.organization, \
+             r.artifacts, r.diff, r.created_at, r.created_by \
+             FROM deployments d JOIN revisions r ON r.selector = d.selector AND r.revision = d.current_revision \
+             WHERE d.selector = $1",
+        )
+        .bind(selector.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let rev = revision_from_row(&row)?;
+        Ok(deployment(selector.as_str(), row.time("deployment_created_at")?, &rev, None))
     }
 
     async fn list_deployments(&self, q: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
