@@ -65,7 +65,10 @@ async fn schemathesis_finds_no_server_error_or_undocumented_answer() {
         .arg("run")
         .arg(format!("{}/openapi.json", server.url))
         .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-        .args(["--checks", CHECKS, "--max-examples", &examples, "--seed", &seed, "--workers", "2"])
+        // One worker: with two threads, CPython 3.11's `ast.parse` (which
+        // hypothesis calls to describe lambdas) can fail with "AST constructor
+        // recursion depth mismatch", a tool error that is not a finding.
+        .args(["--checks", CHECKS, "--max-examples", &examples, "--seed", &seed, "--workers", "1"])
         .args(["--continue-on-failure", "--no-color"])
         .current_dir(work.path())
         .output()
