@@ -512,7 +512,6 @@ def main():
     a.plan_small, a.plan_big = (100, 1000) if a.smoke else (1000, 10_000)
     a.plan_runs = 3 if a.smoke else 7
     a.selectors, a.clients = 1000, 16
-    a.seconds_writes = a.seconds
     if shutil.which("wrk") is None and "reads" in a.only:
         sys.exit("wrk is not installed: apt-get install wrk (bench/run does)")
     results = []

@@ -4,15 +4,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn keys(list: &Value) -> Vec<String> {
-    list["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["artifact_key"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn listing_pages_stay_stable_while_artifacts_are_added() {
     let app = TestApp::spawn().await;
@@ -20,7 +11,7 @@ async fn listing_pages_stay_stable_while_artifacts_are_added() {
         app.upload_ok(package(name, &[], name)).await;
     }
     let first = app.get_json("/artifacts?limit=2").await;
-    assert_eq!(keys(&first), ["b", "d"]);
+    assert_eq!(listed_keys(&first), ["b", "d"]);
     let cursor = first["next_cursor"].as_str().unwrap().to_string();
 
     // Inserted before and after the cursor while a client pages through.
@@ -28,17 +19,17 @@ async fn listing_pages_stay_stable_while_artifacts_are_added() {
     app.upload_ok(package("g", &[], "g")).await;
 
     let second = app.get_json(&format!("/artifacts?limit=2&cursor={cursor}")).await;
-    assert_eq!(keys(&second), ["f", "g"]);
+    assert_eq!(listed_keys(&second), ["f", "g"]);
     let third =
         app.get_json(&format!("/artifacts?limit=2&cursor={}", second["next_cursor"].as_str().unwrap())).await;
-    assert_eq!(keys(&third), ["h", "j"]);
+    assert_eq!(listed_keys(&third), ["h", "j"]);
     let last =
         app.get_json(&format!("/artifacts?limit=2&cursor={}", third["next_cursor"].as_str().unwrap())).await;
-    assert_eq!(keys(&last), Vec::<String>::new());
+    assert_eq!(listed_keys(&last), Vec::<String>::new());
     assert!(last["next_cursor"].is_null());
 
     let all = app.get_json("/artifacts?limit=100000").await;
-    assert_eq!(keys(&all).len(), 7, "limits above the maximum are clamped, not refused");
+    assert_eq!(listed_keys(&all).len(), 7, "limits above the maximum are clamped, not refused");
     assert!(all["next_cursor"].is_null());
     let summary = &all["artifacts"][0];
     assert_eq!(summary["latest_version"], 1);
@@ -56,11 +47,11 @@ async fn listing_filters_by_prefix_and_labels() {
     app.upload_ok(labelled("net-edge", "edge", "1")).await;
     app.upload_ok(labelled("app", "net", "2")).await;
 
-    assert_eq!(keys(&app.get_json("/artifacts?prefix=net").await), ["net-core", "net-edge"]);
-    assert_eq!(keys(&app.get_json("/artifacts?label=team=net").await), ["app", "net-core"]);
-    assert_eq!(keys(&app.get_json("/artifacts?label=team=net&label=tier=1").await), ["net-core"]);
-    assert_eq!(keys(&app.get_json("/artifacts?prefix=net&label=team=edge").await), ["net-edge"]);
-    assert_eq!(keys(&app.get_json("/artifacts?prefix=zzz").await), Vec::<String>::new());
+    assert_eq!(listed_keys(&app.get_json("/artifacts?prefix=net").await), ["net-core", "net-edge"]);
+    assert_eq!(listed_keys(&app.get_json("/artifacts?label=team=net").await), ["app", "net-core"]);
+    assert_eq!(listed_keys(&app.get_json("/artifacts?label=team=net&label=tier=1").await), ["net-core"]);
+    assert_eq!(listed_keys(&app.get_json("/artifacts?prefix=net&label=team=edge").await), ["net-edge"]);
+    assert_eq!(listed_keys(&app.get_json("/artifacts?prefix=zzz").await), Vec::<String>::new());
 
     assert_problem(app.get("/artifacts?prefix=Net").await, 400, "invalid_prefix").await;
     assert_problem(app.get("/artifacts?label=team").await, 400, "invalid_label").await;

@@ -30,13 +30,7 @@ async fn assert_unavailable(response: reqwest::Response) -> Value {
 }
 
 async fn artifact_keys(app: &TestApp) -> Vec<String> {
-    let list = app.get_json("/artifacts").await;
-    list["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["artifact_key"].as_str().unwrap().to_string())
-        .collect()
+    listed_keys(&app.get_json("/artifacts").await)
 }
 
 // ---- A full disk -----------------------------------------------------------

@@ -123,15 +123,35 @@ pub async fn post_form(
     package: Vec<u8>,
     extra: &[(&str, &str)],
 ) -> reqwest::Response {
+    try_post_form(client, presigned, package, extra).await.expect("the presigned POST gets an answer")
+}
+
+/// [`post_form`], answering `None` when the server is gone (crash tests).
+pub async fn try_post_form(
+    client: &reqwest::Client,
+    presigned: &Value,
+    package: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> Option<reqwest::Response> {
     let mut form = Form::new();
-    for (name, value) in presigned["fields"].as_object().unwrap() {
-        form = form.text(name.clone(), value.as_str().unwrap().to_string());
+    for (name, value) in presigned["fields"].as_object()? {
+        form = form.text(name.clone(), value.as_str()?.to_string());
     }
     for (name, value) in extra {
         form = form.text(name.to_string(), value.to_string());
     }
     form = form.part("file", Part::bytes(package).file_name("package"));
-    client.post(presigned["url"].as_str().unwrap()).multipart(form).send().await.unwrap()
+    client.post(presigned["url"].as_str()?).multipart(form).send().await.ok()
+}
+
+/// The artifact keys of a `GET /artifacts` answer, in order.
+pub fn listed_keys(list: &Value) -> Vec<String> {
+    list["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["artifact_key"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {

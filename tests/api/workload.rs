@@ -81,7 +81,7 @@ impl Client {
         if status != 201 {
             return None;
         }
-        let response = post_form_checked(
+        let response = try_post_form(
             &self.http,
             &presigned,
             package(key, deps, content),
@@ -188,9 +188,16 @@ impl Client {
             // Every fifth upload is a few MiB, so kills land mid-upload too.
             0..10 if counter.is_multiple_of(5) => {
                 let filler = "x".repeat(3 * 1024 * 1024);
-                self.upload(key, deps, &format!("{key} {counter} {} {filler}", random_suffix())).await
+                self.upload(
+                    key,
+                    deps,
+                    &format!("{key} {counter} {} {filler}", stackyard_testkit::random_hex(4)),
+                )
+                .await
             }
-            0..10 => self.upload(key, deps, &format!("{key} {counter} {}", random_suffix())).await,
+            0..10 => {
+                self.upload(key, deps, &format!("{key} {counter} {}", stackyard_testkit::random_hex(4))).await
+            }
             10..35 => self.write_plan(selector, size).await,
             35..50 => self.add_or_remove(selector, key, true).await,
             50..62 => self.add_or_remove(selector, key, false).await,
@@ -198,29 +205,6 @@ impl Client {
             _ => self.trigger(selector, key).await,
         };
     }
-}
-
-fn random_suffix() -> String {
-    stackyard_testkit::random_hex(4)
-}
-
-/// `post_form` without panicking when the server is gone.
-async fn post_form_checked(
-    client: &reqwest::Client,
-    presigned: &Value,
-    package: Vec<u8>,
-    extra: &[(&str, &str)],
-) -> Option<reqwest::Response> {
-    use reqwest::multipart::{Form, Part};
-    let mut form = Form::new();
-    for (name, value) in presigned["fields"].as_object()? {
-        form = form.text(name.clone(), value.as_str()?.to_string());
-    }
-    for (name, value) in extra {
-        form = form.text(name.to_string(), value.to_string());
-    }
-    form = form.part("file", Part::bytes(package).file_name("package"));
-    client.post(presigned["url"].as_str()?).multipart(form).send().await.ok()
 }
 
 /// Uploads one version of every stack and gives every selector a full plan.
