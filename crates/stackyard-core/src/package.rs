@@ -126,13 +126,24 @@ pub fn inspect_reader<R: Read + Seek>(
     file.seek(SeekFrom::Start(0))?;
     let (manifest_path, bytes) = match format {
         PackageFormat::Zip => zip_manifest(file, limits)?,
-        PackageFormat::Tar => tar_manifest(BufReader::new(file), limits)?,
+        PackageFormat::Tar => {
+            let mut archive = tar::Archive::new(BufReader::new(file));
+            // Entries are skipped by seeking past them, not by reading them:
+            // a gigabyte package is inspected in a few reads.
+            let entries = archive.entries_with_seek().map_err(tar_corrupt)?;
+            tar_manifest(entries, Some(size), limits)?
+        }
         PackageFormat::TarGz => {
             let compressed = size;
             let budget = compressed.saturating_mul(limits.max_expansion_ratio).saturating_add(1 << 20);
             let decoder = flate2::read::GzDecoder::new(BufReader::new(file));
             let mut bounded = BoundedReader { inner: decoder, remaining: budget, exceeded: false };
-            match tar_manifest(&mut bounded, limits) {
+            let mut archive = tar::Archive::new(&mut bounded);
+            let found = archive
+                .entries()
+                .map_err(tar_corrupt)
+                .and_then(|entries| tar_manifest(entries, None, limits));
+            match found {
                 Err(_) if bounded.exceeded => {
                     return Err(PackageError::ExpansionTooLarge {
                         limit: budget,
@@ -274,16 +285,32 @@ fn zip_manifest(file: impl Read + Seek, limits: &PackageLimits) -> Result<(Strin
     Ok((chosen, bytes))
 }
 
-fn tar_manifest(reader: impl Read, limits: &PackageLimits) -> Result<(String, Vec<u8>), PackageError> {
-    let corrupt = |e: io::Error| PackageError::Corrupt { format: "tar", detail: e.to_string() };
-    let mut archive = tar::Archive::new(reader);
+fn tar_corrupt(e: io::Error) -> PackageError {
+    PackageError::Corrupt { format: "tar", detail: e.to_string() }
+}
+
+/// The manifest among a tar's entries. `size` is the archive's length when
+/// the entries skip by seeking: a seek past the end succeeds, so an entry
+/// running past it is caught here instead of by a failed read.
+fn tar_manifest<R: Read>(
+    entries: tar::Entries<'_, R>,
+    size: Option<u64>,
+    limits: &PackageLimits,
+) -> Result<(String, Vec<u8>), PackageError> {
     let mut search = ManifestSearch::new();
     // Only the first candidate of each level is kept: a second one is an error
     // anyway, so memory stays bounded by two manifests whatever the archive holds.
     let mut first_root: Option<(String, Vec<u8>)> = None;
     let mut first_nested: Option<(String, Vec<u8>)> = None;
-    for entry in archive.entries().map_err(corrupt)? {
-        let entry = entry.map_err(corrupt)?;
+    for entry in entries {
+        let entry = entry.map_err(tar_corrupt)?;
+        let end = entry.header().entry_size().ok().and_then(|n| entry.raw_file_position().checked_add(n));
+        if let Some(size) = size
+            && end.is_none_or(|end| end > size)
+        {
+            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            return Err(PackageError::Corrupt { format: "tar", detail: format!("{path} runs past the end") });
+        }
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir()) {
             continue;
@@ -438,6 +465,12 @@ mod tests {
         assert!(matches!(inspect_bytes(&tgz[..tgz.len() / 2]), Err(PackageError::Corrupt { .. })));
         let zip = zip_bytes(&[("manifest.yaml", MANIFEST)]);
         assert!(matches!(inspect_bytes(&zip[..zip.len() - 30]), Err(PackageError::Corrupt { .. })));
+        // Cut inside the data of the entry after the manifest.
+        let tar = tar_bytes(&[("manifest.yaml", MANIFEST), ("main.tf", &[b'x'; 4096])]);
+        let Err(PackageError::Corrupt { detail, .. }) = inspect_bytes(&tar[..tar.len() - 2048]) else {
+            panic!()
+        };
+        assert_eq!(detail, "main.tf runs past the end");
     }
 
     #[test]
