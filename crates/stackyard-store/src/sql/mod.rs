@@ -30,7 +30,10 @@ use crate::metadata::*;
 
 mod artifacts;
 mod deployments;
+mod inline;
 mod tokens;
+
+use inline::InlineReader;
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -135,6 +138,8 @@ pub const EVENTS_CHANNEL: &str = "stackyard_events";
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite only: the hottest point reads, without the pool's thread hop.
+    inline: Option<InlineReader>,
 }
 
 /// Connections a PostgreSQL store keeps per process unless told otherwise.
@@ -163,7 +168,7 @@ impl SqlStore {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(e.into()))?;
-        Ok(Self { pool, dialect: Dialect::Sqlite })
+        Ok(Self { pool, dialect: Dialect::Sqlite, inline: Some(InlineReader::new(path)) })
     }
 
     /// Connects to PostgreSQL (`postgres://...`) with a pool of up to
@@ -177,7 +182,7 @@ impl SqlStore {
             .connect_with(options)
             .await?;
         POSTGRES_MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(e.into()))?;
-        Ok(Self { pool, dialect: Dialect::Postgres })
+        Ok(Self { pool, dialect: Dialect::Postgres, inline: None })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -210,25 +215,37 @@ fn parse_ts(column: &str, text: &str) -> StoreResult<DateTime<Utc>> {
         .map_err(|e| StoreError::Corrupt(format!("{column}: {text:?} is not a time: {e}")))
 }
 
-/// Typed reads of a row's columns, in the store's encoding.
+/// Typed reads of a row's columns, in the store's encoding, from sqlx's rows
+/// and from the [inline reader](inline)'s alike.
 pub(crate) trait Columns {
-    fn time(&self, column: &str) -> StoreResult<DateTime<Utc>>;
-    fn maybe_time(&self, column: &str) -> StoreResult<Option<DateTime<Utc>>>;
-    fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> StoreResult<T>;
-}
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn maybe_text(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
 
-impl Columns for AnyRow {
     fn time(&self, column: &str) -> StoreResult<DateTime<Utc>> {
-        parse_ts(column, &self.try_get::<String, _>(column)?)
+        parse_ts(column, &self.text(column)?)
     }
 
     fn maybe_time(&self, column: &str) -> StoreResult<Option<DateTime<Utc>>> {
-        self.try_get::<Option<String>, _>(column)?.map(|t| parse_ts(column, &t)).transpose()
+        self.maybe_text(column)?.map(|t| parse_ts(column, &t)).transpose()
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> StoreResult<T> {
-        let text: String = self.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+        serde_json::from_str(&self.text(column)?).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    }
+}
+
+impl Columns for AnyRow {
+    fn text(&self, column: &str) -> StoreResult<String> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn maybe_text(&self, column: &str) -> StoreResult<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        Ok(self.try_get(column)?)
     }
 }
 

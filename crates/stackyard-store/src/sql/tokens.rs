@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 use stackyard_api::{AuditEntry, TokenInfo};
 
 use super::{Columns, SqlStore, Statement, audit, to_json, ts};
@@ -12,11 +11,11 @@ use crate::metadata::*;
 const COLUMNS: &str =
     "id, name, role, organizations, selectors, created_at, expires_at, last_used_at, revoked_at";
 
-fn token_from_row(row: &AnyRow) -> StoreResult<TokenInfo> {
+fn token_from_row(row: &impl Columns) -> StoreResult<TokenInfo> {
     Ok(TokenInfo {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: row.try_get("role")?,
+        id: row.text("id")?,
+        name: row.text("name")?,
+        role: row.text("role")?,
         organizations: row.json("organizations")?,
         selectors: row.json("selectors")?,
         created_at: row.time("created_at")?,
@@ -57,7 +56,13 @@ impl AccessStore for SqlStore {
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<TokenInfo>> {
+        // Every authenticated request makes this lookup: inline on SQLite.
         let sql = format!("SELECT {COLUMNS} FROM tokens WHERE secret_hash = $1");
+        if let Some(read) = self.inline.as_ref().and_then(|inline| {
+            inline.first_row(&sql, [secret_hash], |row: &rusqlite::Row<'_>| token_from_row(row))
+        }) {
+            return read;
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(secret_hash).fetch_optional(&self.pool).await?;
         row.as_ref().map(token_from_row).transpose()
     }
