@@ -264,6 +264,37 @@ pub struct Deployment {
     pub diff: Option<PlanDiff>,
 }
 
+/// A [`Deployment`] whose artifacts are still the JSON text its revision
+/// stores them as. [`RawDeployment::to_json`] renders exactly what the
+/// `Deployment` it stands for serialises to (a test holds the two together),
+/// so the hottest read answers without decoding and encoding the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawDeployment {
+    pub selector: String,
+    pub organization: Option<String>,
+    pub revision: i64,
+    pub status_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// A JSON array of [`DeployedArtifact`]s, as this server stored it.
+    #[serde(skip)]
+    pub artifacts: String,
+}
+
+impl RawDeployment {
+    /// The deployment's JSON: the other fields serialised, then the stored
+    /// artifacts as they are (they were written by this same serialiser).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = Vec::with_capacity(256 + self.artifacts.len());
+        serde_json::to_writer(&mut json, self).expect("plain data always serialises");
+        json.pop(); // the closing brace
+        json.extend_from_slice(b",\"artifacts\":");
+        json.extend_from_slice(self.artifacts.as_bytes());
+        json.push(b'}');
+        json
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentList {
     pub deployments: Vec<Deployment>,
@@ -444,4 +475,47 @@ pub struct AuditEntry {
 pub struct AuditList {
     pub entries: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_deployment_serialises_as_its_deployment() {
+        let artifact = |key: &str, wave| DeployedArtifact {
+            artifact_key: key.into(),
+            version: 3,
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            wave,
+            role: "stem".into(),
+            depends_on: vec![],
+            dependents: vec!["app".into()],
+        };
+        for organization in [None, Some("acme".to_string())] {
+            let deployment = Deployment {
+                selector: "prod/eu \"1\"".into(),
+                organization: organization.clone(),
+                revision: 7,
+                status_id: "0123abcd".into(),
+                created_at: Utc::now(),
+                updated_at: Utc::now(),
+                artifacts: vec![artifact("net", 0), artifact("db", 1)],
+                diff: None,
+            };
+            let raw = RawDeployment {
+                selector: deployment.selector.clone(),
+                organization,
+                revision: deployment.revision,
+                status_id: deployment.status_id.clone(),
+                created_at: deployment.created_at,
+                updated_at: deployment.updated_at,
+                artifacts: serde_json::to_string(&deployment.artifacts).unwrap(),
+            };
+            assert_eq!(
+                String::from_utf8(raw.to_json()).unwrap(),
+                serde_json::to_string(&deployment).unwrap()
+            );
+        }
+    }
 }

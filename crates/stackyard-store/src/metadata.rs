@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stackyard_api::{
     ArtifactState, ArtifactSummary, ArtifactVersion, AuditEntry, Dependents, Deployment, DeploymentStatus,
-    Event, RevisionSummary, TokenInfo,
+    Event, RawDeployment, RevisionSummary, TokenInfo,
 };
 use stackyard_core::{ArtifactKey, Digest, Manifest, Organization, PackageFormat, Selector, VersionRef};
 
@@ -307,6 +307,9 @@ pub trait DeploymentStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The current revision.
     async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment>;
+    /// The current revision, its plan left as the JSON it is stored as: for
+    /// answering reads, which need not decode it.
+    async fn get_raw_deployment(&self, selector: &Selector) -> StoreResult<RawDeployment>;
     async fn list_deployments(&self, query: &DeploymentQuery) -> StoreResult<Vec<Deployment>>;
     /// Revisions newest first, those below `before` when given. `NotFound`
     /// when the selector never had a deployment.

@@ -117,6 +117,7 @@ every_backend!(
     racing_first_writes_create_one_deployment,
     scoped_queries_match_selector_globs,
     revoking_admins_concurrently_keeps_one,
+    reads_of_the_current_revision_see_each_write,
 );
 
 async fn uploads_are_claimed_exactly_once(store: &dyn MetadataStore) {
@@ -521,4 +522,35 @@ async fn sqlite_databases_from_the_previous_release_keep_answering() {
     register(&store, "u2", &new_version("net", &[], "n2", &[])).await;
     assert_eq!(store.get_artifact(&key("net")).await.unwrap().summary.latest_version, 2);
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
+}
+
+/// The current revision read both ways (decoded, and as stored JSON for
+/// answering reads) agrees with what each write answered, at once after it.
+async fn reads_of_the_current_revision_see_each_write(store: &dyn MetadataStore) {
+    register(store, "u1", &new_version("network", &[], "n", &[])).await;
+    register(store, "u2", &new_version("app", &["network"], "a", &[])).await;
+    let selector = Selector::parse("prod/eu \"west\"").unwrap();
+    let organization = Some(stackyard_core::Organization::parse("acme").unwrap());
+    let replace = PlanWrite {
+        change: PlanChange::Replace { organization, artifacts: vec![(key("network"), None)] },
+        ..pin(selector.as_str(), "network")
+    };
+    let mut written = deployment_of(store.write_plan(&replace).await.unwrap());
+    for i in 0..20 {
+        let change = if i % 2 == 0 { pin(selector.as_str(), "app") } else { remove(selector.as_str(), "app") };
+        let answered = deployment_of(store.write_plan(&change).await.unwrap());
+        assert_eq!(answered.revision, written.revision + 1);
+        written = answered;
+        let read = store.get_deployment(&selector).await.unwrap();
+        assert_eq!(read, stackyard_api::Deployment { diff: None, ..written.clone() });
+        let raw = store.get_raw_deployment(&selector).await.unwrap();
+        assert_eq!(String::from_utf8(raw.to_json()).unwrap(), serde_json::to_string(&read).unwrap());
+    }
+    store.delete_deployment(&selector, &Preconditions::default(), &tester()).await.unwrap();
+    assert!(matches!(store.get_deployment(&selector).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.get_raw_deployment(&selector).await, Err(StoreError::NotFound)));
+}
+
+fn remove(selector: &str, key: &str) -> PlanWrite {
+    PlanWrite { change: PlanChange::Remove { artifact_key: ArtifactKey::parse(key).unwrap() }, ..pin(selector, key) }
 }

@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use stackyard_api::{
     ArtifactState, ArtifactStatus, DeployedArtifact, Deployment, DeploymentStatus, DiffChange, DiffEntry,
-    Event, PlanDiff, RevisionSummary,
+    Event, PlanDiff, RawDeployment, RevisionSummary,
 };
 use stackyard_core::plan::{self, PlanEntry, PlannedArtifact};
 use stackyard_core::{ArtifactKey, Selector, VersionRef};
@@ -42,16 +42,77 @@ struct RevisionRow {
     created_by: Option<String>,
 }
 
-fn revision_from_row(row: &AnyRow) -> StoreResult<RevisionRow> {
+fn revision_from_row(row: &impl Columns) -> StoreResult<RevisionRow> {
     Ok(RevisionRow {
-        revision: row.try_get("revision")?,
-        status_id: row.try_get("status_id")?,
-        organization: row.try_get("organization")?,
+        revision: row.int("revision")?,
+        status_id: row.text("status_id")?,
+        organization: row.maybe_text("organization")?,
         artifacts: row.json("artifacts")?,
         diff: row.json("diff")?,
         created_at: row.time("created_at")?,
-        created_by: row.try_get("created_by")?,
+        created_by: row.maybe_text("created_by")?,
     })
+}
+
+/// What reads of a deployment's current revision select, `$1` its selector.
+const CURRENT_REVISION: &str = "SELECT d.selector, d.created_at AS deployment_created_at, r.revision, \
+     r.status_id, r.organization, r.artifacts, r.created_at \
+     FROM deployments d JOIN revisions r ON r.selector = d.selector AND r.revision = d.current_revision \
+     WHERE d.selector = $1";
+
+/// What a row of [`CURRENT_REVISION`] decodes into.
+trait FromCurrentRevision: Sized {
+    fn decode(row: &impl Columns) -> StoreResult<Self>;
+}
+
+impl FromCurrentRevision for Deployment {
+    /// The stored plan is decoded straight into the answer's artifacts,
+    /// whose fields it has.
+    fn decode(row: &impl Columns) -> StoreResult<Self> {
+        Ok(Deployment {
+            selector: row.text("selector")?,
+            organization: row.maybe_text("organization")?,
+            revision: row.int("revision")?,
+            status_id: row.text("status_id")?,
+            created_at: row.time("deployment_created_at")?,
+            updated_at: row.time("created_at")?,
+            artifacts: row.json("artifacts")?,
+            diff: None,
+        })
+    }
+}
+
+impl FromCurrentRevision for RawDeployment {
+    /// The stored plan is passed on as it is.
+    fn decode(row: &impl Columns) -> StoreResult<Self> {
+        Ok(RawDeployment {
+            selector: row.text("selector")?,
+            organization: row.maybe_text("organization")?,
+            revision: row.int("revision")?,
+            status_id: row.text("status_id")?,
+            created_at: row.time("deployment_created_at")?,
+            updated_at: row.time("created_at")?,
+            artifacts: row.text("artifacts")?,
+        })
+    }
+}
+
+impl SqlStore {
+    /// One query, the hottest read, inline on SQLite: each round trip to a
+    /// worker thread costs more than the lookup itself.
+    async fn current_revision<T: FromCurrentRevision>(&self, selector: &Selector) -> StoreResult<T> {
+        if let Some(read) = self.inline.as_ref().and_then(|inline| {
+            inline.first_row(CURRENT_REVISION, [selector.as_str()], |row: &rusqlite::Row<'_>| T::decode(row))
+        }) {
+            return read?.ok_or(StoreError::NotFound);
+        }
+        let row = sqlx::query(CURRENT_REVISION)
+            .bind(selector.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        T::decode(&row)
+    }
 }
 
 /// How a deployment row is read.
@@ -464,20 +525,11 @@ impl DeploymentStore for SqlStore {
     }
 
     async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
-        // One query, the hottest read: each round trip to SQLite's worker
-        // thread costs more than the lookup itself.
-        let row = sqlx::query(
-            "SELECT d.created_at AS deployment_created_at, r.revision, r.status_id, r.organization, \
-             r.artifacts, r.diff, r.created_at, r.created_by \
-             FROM deployments d JOIN revisions r ON r.selector = d.selector AND r.revision = d.current_revision \
-             WHERE d.selector = $1",
-        )
-        .bind(selector.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let rev = revision_from_row(&row)?;
-        Ok(deployment(selector.as_str(), row.time("deployment_created_at")?, &rev, None))
+        self.current_revision(selector).await
+    }
+
+    async fn get_raw_deployment(&self, selector: &Selector) -> StoreResult<RawDeployment> {
+        self.current_revision(selector).await
     }
 
     async fn list_deployments(&self, q: &DeploymentQuery) -> StoreResult<Vec<Deployment>> {
