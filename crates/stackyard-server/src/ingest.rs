@@ -1,7 +1,7 @@
 //! Turning received bytes into an artifact version.
 //!
 //! The bytes are streamed to a spool file while they are counted and hashed
-//! (memory stays bounded whatever the size), then checked against what the
+//! (see [`crate::spool`]; memory stays bounded whatever the size), then checked against what the
 //! presigned upload allowed, inspected, moved into the blob store and only
 //! then registered. Any failure removes the spool file and marks the upload
 //! rejected: nothing half-registered is ever left behind.
@@ -18,17 +18,14 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
+use stackyard_core::ManifestError;
 use stackyard_core::package::{self, PackageError};
-use stackyard_core::{Digest, ManifestError};
 use stackyard_store::{Actor, DirectUploads, NewVersion, Registered, StoreError, UploadRecord};
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
+use crate::spool::Spool;
 use crate::state::AppState;
-
-const SPOOL_BUFFER: usize = 1024 * 1024;
 
 /// Receives an upload's bytes and registers them; on failure, records the
 /// rejection on the upload and returns the error to answer with.
@@ -140,9 +137,7 @@ where
     E: std::fmt::Display,
 {
     let limits = &upload.upload;
-    let file = tokio::fs::File::create(spool).await.map_err(ApiError::blob_store)?;
-    let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, file);
-    let mut hasher = Sha256::new();
+    let mut writer = Spool::create(spool).await.map_err(ApiError::blob_store)?;
     let mut size: u64 = 0;
     let idle = std::time::Duration::from_secs(state.settings.limits.upload_idle_timeout_secs);
     loop {
@@ -162,11 +157,9 @@ where
         if size > limits.max_size {
             return Err(too_large(limits.max_size));
         }
-        hasher.update(&chunk);
-        writer.write_all(&chunk).await.map_err(ApiError::blob_store)?;
+        writer.push(chunk).await.map_err(ApiError::blob_store)?;
     }
-    writer.flush().await.map_err(ApiError::blob_store)?;
-    drop(writer);
+    let digest = writer.finish().await.map_err(ApiError::blob_store)?;
 
     if size < limits.min_size {
         let detail = if limits.min_size == limits.max_size {
@@ -176,7 +169,6 @@ where
         };
         return Err(ApiError::bad_request("size_mismatch", detail));
     }
-    let digest = Digest::from_sha256(&hasher.finalize());
     if let Some(expected) = &limits.sha256
         && *expected != digest
     {

@@ -17,6 +17,7 @@ mod pagination;
 pub mod presign;
 mod ratelimit;
 mod routes;
+mod spool;
 mod state;
 pub mod storage;
 pub mod telemetry;
