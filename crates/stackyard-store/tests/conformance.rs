@@ -537,7 +537,8 @@ async fn reads_of_the_current_revision_see_each_write(store: &dyn MetadataStore)
     };
     let mut written = deployment_of(store.write_plan(&replace).await.unwrap());
     for i in 0..20 {
-        let change = if i % 2 == 0 { pin(selector.as_str(), "app") } else { remove(selector.as_str(), "app") };
+        let change =
+            if i % 2 == 0 { pin(selector.as_str(), "app") } else { remove(selector.as_str(), "app") };
         let answered = deployment_of(store.write_plan(&change).await.unwrap());
         assert_eq!(answered.revision, written.revision + 1);
         written = answered;
@@ -552,5 +553,8 @@ async fn reads_of_the_current_revision_see_each_write(store: &dyn MetadataStore)
 }
 
 fn remove(selector: &str, key: &str) -> PlanWrite {
-    PlanWrite { change: PlanChange::Remove { artifact_key: ArtifactKey::parse(key).unwrap() }, ..pin(selector, key) }
+    PlanWrite {
+        change: PlanChange::Remove { artifact_key: ArtifactKey::parse(key).unwrap() },
+        ..pin(selector, key)
+    }
 }
