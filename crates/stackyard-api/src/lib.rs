@@ -293,6 +293,20 @@ impl RawDeployment {
         json.push(b'}');
         json
     }
+
+    /// The deployment, its artifacts decoded.
+    pub fn decode(self) -> serde_json::Result<Deployment> {
+        Ok(Deployment {
+            artifacts: serde_json::from_str(&self.artifacts)?,
+            selector: self.selector,
+            organization: self.organization,
+            revision: self.revision,
+            status_id: self.status_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            diff: None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

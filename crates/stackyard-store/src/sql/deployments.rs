@@ -60,49 +60,27 @@ const CURRENT_REVISION: &str = "SELECT d.selector, d.created_at AS deployment_cr
      FROM deployments d JOIN revisions r ON r.selector = d.selector AND r.revision = d.current_revision \
      WHERE d.selector = $1";
 
-/// What a row of [`CURRENT_REVISION`] decodes into.
-trait FromCurrentRevision: Sized {
-    fn decode(row: &impl Columns) -> StoreResult<Self>;
-}
-
-impl FromCurrentRevision for Deployment {
-    /// The stored plan is decoded straight into the answer's artifacts,
-    /// whose fields it has.
-    fn decode(row: &impl Columns) -> StoreResult<Self> {
-        Ok(Deployment {
-            selector: row.text("selector")?,
-            organization: row.maybe_text("organization")?,
-            revision: row.int("revision")?,
-            status_id: row.text("status_id")?,
-            created_at: row.time("deployment_created_at")?,
-            updated_at: row.time("created_at")?,
-            artifacts: row.json("artifacts")?,
-            diff: None,
-        })
-    }
-}
-
-impl FromCurrentRevision for RawDeployment {
-    /// The stored plan is passed on as it is.
-    fn decode(row: &impl Columns) -> StoreResult<Self> {
-        Ok(RawDeployment {
-            selector: row.text("selector")?,
-            organization: row.maybe_text("organization")?,
-            revision: row.int("revision")?,
-            status_id: row.text("status_id")?,
-            created_at: row.time("deployment_created_at")?,
-            updated_at: row.time("created_at")?,
-            artifacts: row.text("artifacts")?,
-        })
-    }
+/// A row of [`CURRENT_REVISION`], its plan left as the JSON it is stored as.
+fn raw_deployment(row: &impl Columns) -> StoreResult<RawDeployment> {
+    Ok(RawDeployment {
+        selector: row.text("selector")?,
+        organization: row.maybe_text("organization")?,
+        revision: row.int("revision")?,
+        status_id: row.text("status_id")?,
+        created_at: row.time("deployment_created_at")?,
+        updated_at: row.time("created_at")?,
+        artifacts: row.text("artifacts")?,
+    })
 }
 
 impl SqlStore {
     /// One query, the hottest read, inline on SQLite: each round trip to a
     /// worker thread costs more than the lookup itself.
-    async fn current_revision<T: FromCurrentRevision>(&self, selector: &Selector) -> StoreResult<T> {
+    async fn current_revision(&self, selector: &Selector) -> StoreResult<RawDeployment> {
         if let Some(read) = self.inline.as_ref().and_then(|inline| {
-            inline.first_row(CURRENT_REVISION, [selector.as_str()], |row: &rusqlite::Row<'_>| T::decode(row))
+            inline.first_row(CURRENT_REVISION, [selector.as_str()], |row: &rusqlite::Row<'_>| {
+                raw_deployment(row)
+            })
         }) {
             return read?.ok_or(StoreError::NotFound);
         }
@@ -111,7 +89,7 @@ impl SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        T::decode(&row)
+        raw_deployment(&row)
     }
 }
 
@@ -525,7 +503,11 @@ impl DeploymentStore for SqlStore {
     }
 
     async fn get_deployment(&self, selector: &Selector) -> StoreResult<Deployment> {
-        self.current_revision(selector).await
+        // The stored plan has the fields of the answer's artifacts.
+        self.current_revision(selector)
+            .await?
+            .decode()
+            .map_err(|e| StoreError::Corrupt(format!("artifacts: {e}")))
     }
 
     async fn get_raw_deployment(&self, selector: &Selector) -> StoreResult<RawDeployment> {
