@@ -1,9 +1,9 @@
 //! Turning received bytes into an artifact version.
 //!
 //! The bytes are streamed to a spool file while they are counted and hashed
-//! (see [`crate::spool`]; memory stays bounded whatever the size), then checked against what the
-//! presigned upload allowed, inspected, moved into the blob store and only
-//! then registered. Any failure removes the spool file and marks the upload
+//! (see [`crate::spool`]; memory stays bounded whatever the size), then
+//! checked against what the presigned upload allowed, inspected, moved into
+//! the blob store and only then registered. Any failure removes the spool file and marks the upload
 //! rejected: nothing half-registered is ever left behind.
 //!
 //! Uploads a client sent straight to an object store go the same way: the

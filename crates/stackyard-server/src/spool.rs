@@ -157,7 +157,9 @@ fn write_all(file: File, direct: bool, mut batches: mpsc::Receiver<Batch>) -> io
         let padded = if direct { filled.next_multiple_of(ALIGNMENT) } else { filled };
         block[filled..padded].fill(0);
         out.write_all(&block[..padded])?;
-        file.set_len(written + filled as u64)?;
+        if padded > filled {
+            file.set_len(written + filled as u64)?;
+        }
     }
     Ok(())
 }

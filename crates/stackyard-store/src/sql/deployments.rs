@@ -77,11 +77,7 @@ impl SqlStore {
     /// One query, the hottest read, inline on SQLite: each round trip to a
     /// worker thread costs more than the lookup itself.
     async fn current_revision(&self, selector: &Selector) -> StoreResult<RawDeployment> {
-        if let Some(read) = self.inline.as_ref().and_then(|inline| {
-            inline.first_row(CURRENT_REVISION, [selector.as_str()], |row: &rusqlite::Row<'_>| {
-                raw_deployment(row)
-            })
-        }) {
+        if let Some(read) = self.read_inline(CURRENT_REVISION, selector.as_str(), |row| raw_deployment(row)) {
             return read?.ok_or(StoreError::NotFound);
         }
         let row = sqlx::query(CURRENT_REVISION)

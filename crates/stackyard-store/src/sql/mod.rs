@@ -185,6 +185,18 @@ impl SqlStore {
         Ok(Self { pool, dialect: Dialect::Postgres, inline: None })
     }
 
+    /// The first row of `sql` with `$1` bound to `param`, read inline on
+    /// SQLite; `None` where the pool must answer (PostgreSQL, or a read the
+    /// inline reader could not make).
+    fn read_inline<T>(
+        &self,
+        sql: &str,
+        param: &str,
+        decode: impl FnOnce(&rusqlite::Row<'_>) -> StoreResult<T>,
+    ) -> Option<StoreResult<Option<T>>> {
+        self.inline.as_ref()?.first_row(sql, [param], decode)
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

@@ -8,8 +8,14 @@ use stackyard_api::{AuditEntry, TokenInfo};
 use super::{Columns, SqlStore, Statement, audit, to_json, ts};
 use crate::metadata::*;
 
-const COLUMNS: &str =
-    "id, name, role, organizations, selectors, created_at, expires_at, last_used_at, revoked_at";
+macro_rules! columns {
+    () => {
+        "id, name, role, organizations, selectors, created_at, expires_at, last_used_at, revoked_at"
+    };
+}
+const COLUMNS: &str = columns!();
+/// Built once: every authenticated request runs it.
+const BY_HASH: &str = concat!("SELECT ", columns!(), " FROM tokens WHERE secret_hash = $1");
 
 fn token_from_row(row: &impl Columns) -> StoreResult<TokenInfo> {
     Ok(TokenInfo {
@@ -56,14 +62,10 @@ impl AccessStore for SqlStore {
     }
 
     async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<TokenInfo>> {
-        // Every authenticated request makes this lookup: inline on SQLite.
-        let sql = format!("SELECT {COLUMNS} FROM tokens WHERE secret_hash = $1");
-        if let Some(read) = self.inline.as_ref().and_then(|inline| {
-            inline.first_row(&sql, [secret_hash], |row: &rusqlite::Row<'_>| token_from_row(row))
-        }) {
+        if let Some(read) = self.read_inline(BY_HASH, secret_hash, |row| token_from_row(row)) {
             return read;
         }
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(secret_hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(BY_HASH).bind(secret_hash).fetch_optional(&self.pool).await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
