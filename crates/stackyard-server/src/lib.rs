@@ -49,6 +49,7 @@ use crate::metrics::Metrics;
 use crate::presign::UploadSigner;
 pub use crate::routes::tokens::check_request as check_token_request;
 pub use crate::state::AppState;
+use crate::state::Shared;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -166,7 +167,7 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = settings.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
-        let state = AppState {
+        let state = AppState::new(Shared {
             store: store as Arc<dyn MetadataStore>,
             blobs,
             signer: Arc::new(signer),
@@ -177,7 +178,7 @@ impl Application {
             rate_limiter: ratelimit::RateLimiter::new(&settings.limits),
             nats,
             settings: Arc::new(settings),
-        };
+        });
         Ok(Self { listener, router: router(state.clone()), state, local_addr, public_url, tls })
     }
 
