@@ -27,6 +27,9 @@ use crate::metadata::{StoreError, StoreResult};
 /// Connections kept open between reads. Reads never yield, so no more are in
 /// use at once than the runtime has threads.
 const IDLE_CONNECTIONS: usize = 4;
+/// How much of the database file a reader maps instead of reading it page
+/// by page (SQLite caps it at 2 GiB).
+const MMAP_SIZE: i64 = 1 << 31;
 
 pub(crate) struct InlineReader {
     path: PathBuf,
@@ -74,6 +77,10 @@ impl InlineReader {
             // Otherwise SQLite may prepare a statement again whenever a new
             // value is bound (to re-plan for it): most of a lookup's cost.
             connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+            // Pages read straight from the OS's cache: with 100,000
+            // deployments most reads missed SQLite's own small cache, and
+            // each miss was a pread. A larger cache per connection did less.
+            connection.pragma_update(None, "mmap_size", MMAP_SIZE)?;
             Ok(connection)
         });
         opened.inspect_err(|error| tracing::debug!(%error, "opening an inline reader failed")).ok()
@@ -148,6 +155,15 @@ mod tests {
             assert_eq!(n_of(&reader, "a").unwrap().unwrap(), Some(i));
         }
         assert!(reader.idle.lock().unwrap().len() <= IDLE_CONNECTIONS);
+    }
+
+    #[test]
+    fn maps_the_database() {
+        let (_dir, path) = database();
+        let reader = InlineReader::new(&path);
+        let connection = reader.take().unwrap();
+        let mapped: i64 = connection.pragma_query_value(None, "mmap_size", |row| row.get(0)).unwrap();
+        assert!(mapped >= 1 << 30, "mmap_size is {mapped}");
     }
 
     #[test]
