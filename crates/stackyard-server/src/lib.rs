@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 mod extract;
+mod form;
 mod http;
 mod ingest;
 pub mod metrics;
