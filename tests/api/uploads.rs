@@ -344,6 +344,72 @@ async fn malformed_upload_requests_get_clear_errors() {
     assert_eq!(post_form(&app.client, &presigned, package("ok", &[], "x"), &[]).await.status(), 204);
 }
 
+/// A presigned POST's form as raw bytes: the fields, then `file` with
+/// `data` and what follows it (the closing boundary, or not).
+fn raw_form(presigned: &Value, data: &[u8], after_file: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in presigned["fields"].as_object().unwrap() {
+        let value = value.as_str().unwrap();
+        body.extend(
+            format!("--B\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
+    }
+    body.extend(b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.tar.gz\"\r\n\r\n");
+    body.extend(data);
+    body.extend(after_file.bytes());
+    body
+}
+
+#[tokio::test]
+async fn broken_forms_are_refused_and_leave_nothing() {
+    let app = TestApp::spawn().await;
+    let send = |presigned: &Value, body: Vec<u8>, content_type: &str| {
+        app.client
+            .post(presigned["url"].as_str().unwrap())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let form_type = "multipart/form-data; boundary=B";
+    let presigned = app.presign(json!({})).await;
+    let pkg = package("broken", &[], "x");
+
+    let no_boundary = send(&presigned, raw_form(&presigned, &pkg, "\r\n--B--\r\n"), "multipart/form-data");
+    assert_problem(no_boundary.await.unwrap(), 415, "unsupported_media_type").await;
+    let problem = assert_problem(
+        send(&presigned, b"hello".to_vec(), form_type).await.unwrap(),
+        400,
+        "invalid_multipart",
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("does not start with its boundary"), "{problem}");
+    let unnamed = b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n--B--\r\n".to_vec();
+    assert_problem(send(&presigned, unnamed, form_type).await.unwrap(), 400, "invalid_multipart").await;
+    let many: String = (0..40)
+        .map(|i| format!("--B\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n"))
+        .collect();
+    let problem = assert_problem(
+        send(&presigned, many.into_bytes(), form_type).await.unwrap(),
+        400,
+        "invalid_multipart",
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("over 32 fields"), "{problem}");
+    // None of those used the upload up: the same URL still takes the package.
+    let whole = send(&presigned, raw_form(&presigned, &pkg, "\r\n--B--\r\n"), form_type).await.unwrap();
+    assert_eq!(whole.status(), 204);
+
+    // A package whose form ends before its closing boundary is refused, and nothing of it is kept.
+    let app = TestApp::spawn().await;
+    for tail in ["", "\r\n-"] {
+        let presigned = app.presign(json!({})).await;
+        let cut = send(&presigned, raw_form(&presigned, &pkg, tail), form_type).await.unwrap();
+        let problem = assert_problem(cut, 400, "upload_interrupted").await;
+        assert!(problem["detail"].as_str().unwrap().contains("ended inside the form"), "{problem}");
+        app.assert_nothing_stored().await;
+    }
+}
+
 #[tokio::test]
 async fn bad_presign_requests_are_refused() {
     let app = TestApp::spawn().await;

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
@@ -19,6 +18,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{OptionalJson, QueryPairs};
+use crate::form::{Form, FormError};
 use crate::ingest;
 use crate::presign::{self, ALGORITHM, Policy};
 use crate::state::AppState;
@@ -27,6 +27,8 @@ const DEFAULT_EXPIRES_IN: u64 = 900;
 const MAX_EXPIRES_IN: u64 = 7 * 24 * 3600;
 /// Largest non-file form field we read (a policy is a few hundred bytes).
 const MAX_FORM_FIELD: usize = 64 * 1024;
+/// Form fields before `file`, at most (a presigned POST has five).
+const MAX_FORM_FIELDS: usize = 32;
 
 pub fn router() -> OpenApiRouter<AppState> {
     let receiving = OpenApiRouter::new()
@@ -378,27 +380,35 @@ async fn post_upload(
     State(state): State<AppState>,
     caller: Caller,
     Path(upload_id): Path<String>,
-    multipart: Result<Multipart, MultipartRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
-    let mut multipart = multipart.map_err(|e| {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("expected a multipart/form-data body: {}", e.body_text()),
+            "expected a multipart/form-data body with a boundary",
         )
     })?;
+    let mut form = Form::new(body.into_data_stream(), &boundary);
     let mut fields: BTreeMap<String, String> = BTreeMap::new();
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
-        if name != "file" {
-            fields.insert(name.to_ascii_lowercase(), read_small_field(field).await?);
+    while let Some(part) = form.next_part().await.map_err(form_error)? {
+        if part.name != "file" {
+            if fields.len() == MAX_FORM_FIELDS {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!("the form has over {MAX_FORM_FIELDS} fields before 'file'"),
+                ));
+            }
+            let value = read_small_field(&mut form, &part.name).await?;
+            fields.insert(part.name.to_ascii_lowercase(), value);
             continue;
         }
         let status = success_status(fields.get("success_action_status").map(String::as_str));
         let record = authorize_post(&state, &upload_id, &fields).await?;
-        let registered =
-            ingest::receive(&state, &record, Box::pin(field), &record.uploader(caller.remote_addr.clone()))
-                .await?;
+        let uploader = record.uploader(caller.remote_addr.clone());
+        let registered = ingest::receive(&state, &record, form.part_stream(), &uploader).await?;
         return upload_response(&state, status, &upload_id, &registered).await;
     }
     Err(ApiError::bad_request(
@@ -407,14 +417,17 @@ async fn post_upload(
     ))
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {}", e.body_text()))
+fn form_error(e: FormError) -> ApiError {
+    ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {e}"))
 }
 
-async fn read_small_field(mut field: Field<'_>) -> ApiResult<String> {
-    let name = field.name().unwrap_or_default().to_string();
+async fn read_small_field<S, E>(form: &mut Form<S>, name: &str) -> ApiResult<String>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = form.next_chunk().await.map_err(form_error)? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() > MAX_FORM_FIELD {
             return Err(ApiError::bad_request(
