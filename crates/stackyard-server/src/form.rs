@@ -440,7 +440,8 @@ mod tests {
         for n in [12, 19, 20, 25, 4 + BOUNDARY.len()] {
             assert!(matches!(parse_split(&cut(n), &[]).await, Err(FormError::Incomplete)), "cut {n}");
         }
-        let cases: Vec<(Vec<u8>, fn(&FormError) -> bool)> = vec![
+        type Case = (Vec<u8>, fn(&FormError) -> bool);
+        let cases: Vec<Case> = vec![
             (b"no boundary at all".to_vec(), |e| matches!(e, FormError::NoFirstBoundary)),
             (Vec::new(), |e| matches!(e, FormError::NoFirstBoundary)),
             (format!("--{BOUNDARY}junk\r\n\r\n").into_bytes(), |e| matches!(e, FormError::MalformedBoundary)),
