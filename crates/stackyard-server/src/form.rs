@@ -126,19 +126,19 @@ where
             return Err(FormError::MalformedBoundary);
         }
         self.buffered.advance(line_end);
+        // The headers end at an empty line (at once, when there are none).
         let head_end = self
             .buffer_until(|b| {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match httparse::parse_headers(b, &mut headers) {
-                    Ok(httparse::Status::Complete((n, _))) => Ok(Some(n)),
-                    Ok(httparse::Status::Partial) => Ok(None),
-                    Err(e) => Err(FormError::Headers(e.to_string())),
-                }
+                Ok(if b.starts_with(b"\r\n") { Some(2) } else { memmem::find(b, b"\r\n\r\n").map(|i| i + 4) })
             })
             .await?;
         let head = self.buffered.split_to(head_end);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        httparse::parse_headers(&head, &mut headers).map_err(|e| FormError::Headers(e.to_string()))?;
+        match httparse::parse_headers(&head, &mut headers) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(FormError::Headers("they do not end".into())),
+            Err(e) => return Err(FormError::Headers(e.to_string())),
+        }
         let disposition = headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("content-disposition"))
